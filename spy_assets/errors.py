@@ -1,0 +1,32 @@
+"""The project's exceptions: each one carries a message a user can act on."""
+
+from __future__ import annotations
+
+
+class SpyAssetsError(Exception):
+    """Base class for every error the project raises on purpose."""
+
+
+class NotASessionError(SpyAssetsError, ValueError):
+    """A date that is not an NYSE trading session (weekend, holiday, closure, bad format)."""
+
+
+class UnknownUnderlyingError(SpyAssetsError, ValueError):
+    """An underlying that is not in the configured list."""
+
+
+class CorruptPartitionError(SpyAssetsError):
+    """A stored Parquet partition that cannot be read back."""
+
+
+class MissingPartitionError(SpyAssetsError):
+    """An upstream partition that has not been materialized yet."""
+
+
+class SkippableError(SpyAssetsError):
+    """A data problem for one item (a contract, a page): logged, counted and skipped, never
+    retried."""
+
+
+class AuthError(SpyAssetsError):
+    """The vendor refused the key (401/403): never retried, to avoid an account lockout."""

@@ -1,0 +1,46 @@
+"""Jobs and schedules: the whole graph per session, each trading day after the close."""
+
+import datetime as dt
+
+from dagster import (
+    AssetSelection,
+    DefaultScheduleStatus,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SkipReason,
+    define_asset_job,
+    schedule,
+)
+
+from spy_assets import calendar
+from spy_assets.defs.partitions import sessions_partitions
+
+all_sessions_job = define_asset_job(
+    "all_assets_job",
+    selection=AssetSelection.all(),
+    partitions_def=sessions_partitions,
+    description="Every asset and check for the selected sessions.",
+)
+
+
+@schedule(
+    job=all_sessions_job,
+    cron_schedule="30 16 * * 1-5",
+    execution_timezone=calendar.MARKET_TZ,
+    default_status=DefaultScheduleStatus.STOPPED,
+    description="16:30 ET each weekday: build the session that just closed (skips holidays).",
+)
+def after_close_schedule(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
+    today = context.scheduled_execution_time.astimezone(
+        dt.timezone.utc).astimezone(__import__("zoneinfo").ZoneInfo(calendar.MARKET_TZ)).date()
+    if not calendar.is_session(today):
+        return SkipReason(f"{today} is not an NYSE session")
+    return RunRequest(run_key=today.isoformat(), partition_key=today.isoformat())
+
+
+def jobs() -> list[object]:
+    return [all_sessions_job]
+
+
+def schedules() -> list[object]:
+    return [after_close_schedule]

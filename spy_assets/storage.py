@@ -1,0 +1,244 @@
+"""The one place that knows the storage layout: Parquet per dataset per session, DuckDB over it.
+
+Layout under the root (``data/`` by default)::
+
+    parquet/<dataset>/session=YYYY-MM-DD/data.parquet   one file per dataset and session
+    catalog.duckdb                                       one view per dataset over all sessions
+
+Writes are atomic (temporary file, fsync, rename), deduplicated on the dataset's key and sorted
+by it, so re-writing a session with the same rows gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from spy_assets.errors import CorruptPartitionError, MissingPartitionError
+
+_PARTITION_DIR = re.compile(r"^session=(\d{4}-\d{2}-\d{2})$")
+_METADATA_PREFIX = "spy_assets."
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A stored table: its path under ``parquet/`` and the columns that identify a row."""
+
+    name: str
+    key: tuple[str, ...]
+
+    @property
+    def view_name(self) -> str:
+        return self.name.replace("/", "_")
+
+
+def dataset(underlying: str, kind: str) -> Dataset:
+    """The dataset of one underlying (``spy/minute_bars``) or a shared one (``vix/minute_bars``)."""
+    keys = {
+        "minute_bars": ("ticker", "timestamp"),
+        "option_contracts": ("contract",),
+        "option_minute_bars": ("contract", "timestamp"),
+        "features": ("contract", "timestamp"),
+        "scan_events": ("contract", "trigger_time"),
+        "training_data": ("contract", "timestamp"),
+    }
+    if kind not in keys:
+        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {sorted(keys)}")
+    return Dataset(f"{underlying.lower()}/{kind}", keys[kind])
+
+
+VIX_MINUTE_BARS = Dataset("vix/minute_bars", ("timestamp",))
+NEWS_ARTICLES = Dataset("news/articles", ("article_id",))
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    path: Path
+    rows: int
+    bytes: int
+    duplicates_dropped: int
+
+
+class Storage:
+    """Parquet partitions and the DuckDB catalog under one root folder."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).absolute()
+
+    # ------------------------------------------------------------------ paths
+    def partition_dir(self, ds: Dataset, session: dt.date) -> Path:
+        return self.root / "parquet" / ds.name / f"session={session.isoformat()}"
+
+    def partition_path(self, ds: Dataset, session: dt.date) -> Path:
+        return self.partition_dir(ds, session) / "data.parquet"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.root / "catalog.duckdb"
+
+    def exists(self, ds: Dataset, session: dt.date) -> bool:
+        return self.partition_path(ds, session).is_file()
+
+    def sessions(self, ds: Dataset) -> list[dt.date]:
+        """Sessions stored for a dataset, oldest first."""
+        base = self.root / "parquet" / ds.name
+        if not base.is_dir():
+            return []
+        found = []
+        for child in base.iterdir():
+            match = _PARTITION_DIR.match(child.name)
+            if match and (child / "data.parquet").is_file():
+                found.append(dt.date.fromisoformat(match[1]))
+        return sorted(found)
+
+    # ----------------------------------------------------------------- writes
+    def write(
+        self,
+        ds: Dataset,
+        session: dt.date,
+        frame: pd.DataFrame,
+        provenance: dict[str, object] | None = None,
+    ) -> WriteResult:
+        """Replace one session of a dataset, atomically. Rows repeating a key keep the last one."""
+        missing = [c for c in ds.key if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{ds.name}: key columns {missing} are missing from the frame")
+        deduped = frame.drop_duplicates(subset=list(ds.key), keep="last")
+        dropped = len(frame) - len(deduped)
+        ordered = deduped.sort_values(list(ds.key), kind="stable").reset_index(drop=True)
+        table = pa.Table.from_pandas(_normalise(ordered), preserve_index=False)
+        extra = {
+            f"{_METADATA_PREFIX}{k}": json.dumps(v, sort_keys=True, default=str)
+            for k, v in (provenance or {}).items()
+        }
+        if extra:
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), **{
+                k.encode(): v.encode() for k, v in extra.items()}})
+        target = self.partition_path(ds, session)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".data.", suffix=".parquet.tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                pq.write_table(table, handle, compression="zstd")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
+        _fsync_dir(target.parent)
+        return WriteResult(target, len(ordered), target.stat().st_size, dropped)
+
+    # ------------------------------------------------------------------ reads
+    def read(self, ds: Dataset, session: dt.date) -> pd.DataFrame:
+        """One session of a dataset; a clear error when it is missing or unreadable."""
+        path = self.partition_path(ds, session)
+        if not path.is_file():
+            raise MissingPartitionError(
+                f"{ds.name} has no data for session {session}: materialize it first "
+                f"(expected {path})"
+            )
+        try:
+            return pq.read_table(path).to_pandas()
+        except (pa.ArrowException, OSError) as exc:
+            raise CorruptPartitionError(
+                f"{ds.name} for session {session} cannot be read ({path}): {exc}. "
+                "Delete the file and re-materialize the partition."
+            ) from None
+
+    def read_sessions(self, ds: Dataset, sessions: Sequence[dt.date]) -> pd.DataFrame:
+        """Several sessions concatenated, with a ``session`` column (a date)."""
+        frames = []
+        for session in sessions:
+            frame = self.read(ds, session)
+            frame.insert(0, "session", session)
+            frames.append(frame)
+        if not frames:
+            return pd.DataFrame()
+        return pd.concat(frames, ignore_index=True)
+
+    def provenance(self, ds: Dataset, session: dt.date) -> dict[str, object]:
+        """The provenance stamped into a partition's file by :meth:`write`."""
+        path = self.partition_path(ds, session)
+        try:
+            meta = pq.read_schema(path).metadata or {}
+        except (pa.ArrowException, OSError) as exc:
+            raise CorruptPartitionError(f"{path} cannot be read: {exc}") from None
+        return {
+            k.decode()[len(_METADATA_PREFIX):]: json.loads(v)
+            for k, v in meta.items()
+            if k.decode().startswith(_METADATA_PREFIX)
+        }
+
+    # ---------------------------------------------------------------- catalog
+    def refresh_catalog(self, datasets: Sequence[Dataset]) -> list[str]:
+        """Create or replace one DuckDB view per dataset that has data; returns the view names.
+
+        A view reads a glob, so new sessions show up without a refresh; only a new dataset
+        needs one. A lock file serialises writers from parallel steps.
+        """
+        created = []
+        with self._catalog_lock(), duckdb.connect(str(self.catalog_path)) as con:
+            for ds in datasets:
+                if not self.sessions(ds):
+                    continue
+                glob = (self.root / "parquet" / ds.name / "session=*" / "data.parquet").as_posix()
+                con.execute(
+                    f'CREATE OR REPLACE VIEW "{ds.view_name}" AS SELECT * FROM read_parquet('
+                    f"'{glob}', hive_partitioning = true, union_by_name = true)"
+                )
+                created.append(ds.view_name)
+        return created
+
+    def query(self, sql: str) -> pd.DataFrame:
+        """Run SQL against the catalog (read-only)."""
+        if not self.catalog_path.exists():
+            raise MissingPartitionError(
+                f"no catalog at {self.catalog_path}: materialize some sessions first"
+            )
+        with duckdb.connect(str(self.catalog_path), read_only=True) as con:
+            return con.execute(sql).df()
+
+    @contextlib.contextmanager
+    def _catalog_lock(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".catalog.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
+    """One physical type per logical type: UTC millisecond timestamps, plain strings."""
+    out = frame.copy()
+    for col in out.columns:
+        series = out[col]
+        if isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(series):
+            if getattr(series.dt, "tz", None) is None:
+                series = series.dt.tz_localize("UTC")
+            out[col] = series.dt.tz_convert("UTC").astype("datetime64[ms, UTC]")
+    return out
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

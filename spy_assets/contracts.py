@@ -85,8 +85,10 @@ def first_strikes(open_price: float, increment: float) -> tuple[float, float]:
     return float(call), float(put)
 
 
-def select_strikes(open_price: float, increment: float = 1.0, n: int = 2) -> tuple[list[float], list[float]]:
-    """``n`` call strikes upward from the first call, ``n`` put strikes downward from the first put."""
+def select_strikes(
+    open_price: float, increment: float = 1.0, n: int = 2
+) -> tuple[list[float], list[float]]:
+    """``n`` call strikes up from the first call, ``n`` put strikes down from the first put."""
     if n < 1:
         raise ValueError(f"strikes per side must be at least 1, not {n}")
     call, put = first_strikes(open_price, increment)

@@ -149,7 +149,8 @@ def validate(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> Validation:
         # A frame-wide rule reports every column of a failing row: fold them into one line.
         grouped = cases.groupby(["index", "check"], dropna=False, sort=False)
         failures = grouped.apply(_fold, include_groups=False).reset_index()
-        failures = failures.rename(columns={"index": "row"})[["row", "column", "check", "failure_case"]]
+        failures = failures.rename(columns={"index": "row"})
+        failures = failures[["row", "column", "check", "failure_case"]]
         return Validation(False, len(frame), failures.reset_index(drop=True))
     except SchemaError as exc:  # pragma: no cover - lazy=True reports through SchemaErrors
         failures = pd.DataFrame(

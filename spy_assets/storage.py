@@ -199,7 +199,8 @@ class Storage:
                 glob = (self.root / "parquet" / ds.name / "session=*" / "data.parquet").as_posix()
                 con.execute(
                     f'CREATE OR REPLACE VIEW "{ds.view_name}" AS SELECT * FROM read_parquet('
-                    f"'{glob}', hive_partitioning = true, union_by_name = true)"
+                    f"'{glob}', hive_partitioning = true, hive_types = {{'session': DATE}}, "
+                    "union_by_name = true)"
                 )
                 created.append(ds.view_name)
         return created

@@ -1,6 +1,6 @@
 """Jobs and schedules: the whole graph per session, each trading day after the close."""
 
-import datetime as dt
+from zoneinfo import ZoneInfo
 
 from dagster import (
     AssetSelection,
@@ -13,12 +13,10 @@ from dagster import (
 )
 
 from spy_assets import calendar
-from spy_assets.defs.partitions import sessions_partitions
 
 all_sessions_job = define_asset_job(
     "all_assets_job",
     selection=AssetSelection.all(),
-    partitions_def=sessions_partitions,
     description="Every asset and check for the selected sessions.",
 )
 
@@ -32,7 +30,7 @@ all_sessions_job = define_asset_job(
 )
 def after_close_schedule(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
     today = context.scheduled_execution_time.astimezone(
-        dt.timezone.utc).astimezone(__import__("zoneinfo").ZoneInfo(calendar.MARKET_TZ)).date()
+        dt.UTC).astimezone(__import__("zoneinfo").ZoneInfo(calendar.MARKET_TZ)).date()
     if not calendar.is_session(today):
         return SkipReason(f"{today} is not an NYSE session")
     return RunRequest(run_key=today.isoformat(), partition_key=today.isoformat())

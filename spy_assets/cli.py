@@ -1,0 +1,238 @@
+"""``spy-assets``: the project's commands (demo, backfill, report, query, sessions, ui)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from spy_assets import calendar
+from spy_assets.errors import NotASessionError, SpyAssetsError, UnknownUnderlyingError
+
+#: The demo's fixed window: its last sessions include the 2025-11-28 early close.
+DEMO_END = dt.date(2025, 11, 28)
+DEMO_SESSIONS = 5
+
+
+def _dagster_home() -> Path:
+    """DAGSTER_HOME: the folder holding this project's dagster.yaml (the current one), else a
+    fresh instance folder under the data directory."""
+    if os.environ.get("DAGSTER_HOME"):
+        return Path(os.environ["DAGSTER_HOME"])
+    here = Path.cwd()
+    if (here / "dagster.yaml").is_file():
+        return here
+    home = Path(os.environ.get("SPY_ASSETS_DATA_DIR", "data")).absolute() / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("SPY_ASSETS_DATA_DIR", "data")).absolute()
+
+
+def _session_range(args: argparse.Namespace) -> list[dt.date]:
+    if getattr(args, "session", None):
+        return [calendar.parse_session(args.session)]
+    start, end = _parse_date(args.start), _parse_date(args.end)
+    if start > end:
+        raise NotASessionError(f"--start {start} is after --end {end}")
+    sessions = calendar.sessions_between(start, end)
+    if not sessions:
+        raise NotASessionError(f"no NYSE session between {start} and {end}")
+    return sessions
+
+
+def _parse_date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise NotASessionError(f"{text!r} is not a date: expected YYYY-MM-DD") from None
+
+
+def _check_underlying(underlying: str) -> str:
+    from spy_assets.definitions import configured_underlyings
+
+    configured = configured_underlyings()
+    if underlying.upper() not in configured:
+        raise UnknownUnderlyingError(
+            f"unknown underlying {underlying!r}: configured underlyings are "
+            f"{', '.join(configured)} (set SPY_ASSETS_UNDERLYINGS to add one)"
+        )
+    return underlying.upper()
+
+
+def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = None) -> int:
+    """Materialize every asset and check for a range of sessions, a chunk per run."""
+    os.environ.setdefault("DAGSTER_HOME", str(_dagster_home()))
+    sessions = list(sessions) if sessions is not None else _session_range(args)
+    from dagster import DagsterInstance
+
+    from spy_assets.definitions import defs
+    from spy_assets.defs.runs import failure_summary, materialize_sessions
+
+    print(f"Materializing {len(sessions)} session(s) {sessions[0]} … {sessions[-1]} "
+          f"into {_data_dir()} (Dagster instance: {os.environ['DAGSTER_HOME']})", flush=True)
+
+    def progress(first: dt.date, last: dt.date, result: object) -> None:
+        state = "ok" if result.success else "FAILED"
+        print(f"  run {result.run_id[:8]} {first} … {last}: {state}", flush=True)
+
+    with DagsterInstance.get() as instance:
+        results = materialize_sessions(defs, sessions, instance, chunk=args.chunk,
+                                       log_level=args.log_level, on_chunk=progress)
+    failed = [r for r in results if not r.success]
+    if failed:
+        print("\nThe run stopped:", file=sys.stderr)
+        for line in failure_summary(failed[0]):
+            print(f"  - {line}", file=sys.stderr)
+        return 1
+    print()
+    print(summary_table(_data_dir()))
+    return 0
+
+
+def summary_table(data_dir: Path) -> str:
+    """What is stored, per dataset, read back through the DuckDB catalog."""
+    from spy_assets.storage import Storage
+
+    storage = Storage(data_dir)
+    tables = storage.query(
+        "SELECT table_name FROM information_schema.tables ORDER BY table_name"
+    )["table_name"].tolist()
+    lines = [f"{'dataset (DuckDB view)':<28}{'sessions':>9}{'rows':>10}  first … last session"]
+    for name in tables:
+        row = storage.query(
+            f"SELECT count(DISTINCT session) AS s, count(*) AS n, "
+            f"strftime(min(session), '%Y-%m-%d') AS lo, strftime(max(session), '%Y-%m-%d') AS hi "
+            f'FROM "{name}"'
+        ).iloc[0]
+        lines.append(f"{name:<28}{int(row.s):>9}{int(row.n):>10}  {row.lo} … {row.hi}")
+    lines.append(f"\nQuery it: uv run spy-assets query \"SELECT * FROM spy_minute_bars LIMIT 5\""
+                 f"  (catalog: {storage.catalog_path})")
+    return "\n".join(lines)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    sessions = calendar.last_sessions(args.sessions, DEMO_END)
+    code = cmd_backfill(args, sessions)
+    if code == 0 and _has_report():
+        print()
+        print(_report_text(sessions, "SPY"))
+    return code
+
+
+def _has_report() -> bool:
+    try:
+        import spy_assets.reports  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _report_text(sessions: Sequence[dt.date], underlying: str) -> str:
+    from spy_assets.reports import scan_report_for
+    from spy_assets.storage import Storage
+
+    return scan_report_for(Storage(_data_dir()), underlying, sessions).to_text()
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    underlying = _check_underlying(args.underlying)
+    print(_report_text(_session_range(args), underlying))
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from spy_assets.storage import Storage
+
+    try:
+        frame = Storage(_data_dir()).query(args.sql)
+    except duckdb.Error as exc:
+        raise SpyAssetsError(f"query failed: {exc}") from None
+    print(frame.to_string(index=False, max_rows=args.max_rows))
+    return 0
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    for session in _session_range(args):
+        close = calendar.session_close(session).tz_convert(calendar.MARKET_TZ)
+        early = "  early close" if calendar.is_early_close(session) else ""
+        print(f"{session}  closes {close:%H:%M} ET{early}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    home = _dagster_home()
+    os.environ["DAGSTER_HOME"] = str(home)
+    argv = ["dagster", "dev", "-w", "workspace.yaml", "-h", args.host, "-p", str(args.port)]
+    print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={home})", flush=True)
+    os.execvp(argv[0], argv)
+    return 0  # pragma: no cover
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spy-assets", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_range(p: argparse.ArgumentParser, required: bool = True) -> None:
+        group = p.add_mutually_exclusive_group(required=required)
+        group.add_argument("--session", help="one session, YYYY-MM-DD")
+        group.add_argument("--start", help="first date of a range, YYYY-MM-DD")
+        p.add_argument("--end", help="last date of the range (default: --start)")
+
+    def add_run_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--chunk", type=int, default=21, help="sessions per run (default 21)")
+        p.add_argument("--log-level", default="WARNING", help="Dagster console log level")
+
+    demo = sub.add_parser("demo", help="build the last sessions of the demo window and report")
+    demo.add_argument("--sessions", type=int, default=DEMO_SESSIONS)
+    add_run_options(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    backfill = sub.add_parser("backfill", help="materialize every asset for sessions")
+    add_range(backfill)
+    add_run_options(backfill)
+    backfill.set_defaults(func=cmd_backfill)
+
+    report = sub.add_parser("report", help="the scan report over stored sessions")
+    add_range(report)
+    report.add_argument("--underlying", default="SPY")
+    report.set_defaults(func=cmd_report)
+
+    query = sub.add_parser("query", help="SQL over the DuckDB catalog")
+    query.add_argument("sql")
+    query.add_argument("--max-rows", type=int, default=50)
+    query.set_defaults(func=cmd_query)
+
+    sessions = sub.add_parser("sessions", help="list NYSE sessions in a range")
+    add_range(sessions)
+    sessions.set_defaults(func=cmd_sessions)
+
+    ui = sub.add_parser("ui", help="start the Dagster UI with these definitions")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "start", None) and not getattr(args, "end", None):
+        args.end = args.start
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except SpyAssetsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,90 @@
+import datetime as dt
+import hashlib
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from spy_assets.errors import CorruptPartitionError, MissingPartitionError
+from spy_assets.storage import Storage, dataset
+
+DAY = dt.date(2025, 11, 26)
+BARS = dataset("SPY", "minute_bars")
+
+
+def _bars(n=5, start="2025-11-26 14:30"):
+    ts = pd.date_range(start, periods=n, freq="1min", tz="UTC")
+    return pd.DataFrame({"ticker": "SPY", "timestamp": ts, "open": 600.0, "high": 601.0,
+                         "low": 599.0, "close": 600.5 + pd.RangeIndex(n) / 100})
+
+
+def test_write_dedups_sorts_and_counts(tmp_path):
+    store = Storage(tmp_path)
+    frame = pd.concat([_bars(5), _bars(2)]).iloc[::-1]
+    result = store.write(BARS, DAY, frame)
+    assert (result.rows, result.duplicates_dropped) == (5, 2)
+    back = store.read(BARS, DAY)
+    assert back["timestamp"].is_monotonic_increasing
+    assert str(back["timestamp"].dtype) == "datetime64[ms, UTC]"
+
+
+def test_rewrite_is_byte_identical_and_stamped(tmp_path):
+    store = Storage(tmp_path)
+    first = store.write(BARS, DAY, _bars(), {"code_version": "1", "params": {"k": 1.0}})
+    digest = hashlib.sha256(first.path.read_bytes()).hexdigest()
+    again = store.write(BARS, DAY, _bars().sample(frac=1, random_state=3),
+                        {"code_version": "1", "params": {"k": 1.0}})
+    assert hashlib.sha256(again.path.read_bytes()).hexdigest() == digest
+    assert store.provenance(BARS, DAY) == {"code_version": "1", "params": {"k": 1.0}}
+
+
+def test_crash_mid_write_keeps_the_old_partition(tmp_path, monkeypatch):
+    store = Storage(tmp_path)
+    store.write(BARS, DAY, _bars(5))
+    before = store.partition_path(BARS, DAY).read_bytes()
+
+    def crash(table, where, **kwargs):
+        where.write(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", crash)
+    with pytest.raises(OSError, match="disk full"):
+        store.write(BARS, DAY, _bars(9))
+    assert store.partition_path(BARS, DAY).read_bytes() == before
+    assert [p.name for p in store.partition_dir(BARS, DAY).iterdir()] == ["data.parquet"]
+
+
+def test_crash_on_first_write_leaves_nothing(tmp_path, monkeypatch):
+    store = Storage(tmp_path)
+    monkeypatch.setattr(pq, "write_table", lambda *a, **k: (_ for _ in ()).throw(OSError("x")))
+    with pytest.raises(OSError):
+        store.write(BARS, DAY, _bars())
+    assert not store.exists(BARS, DAY)
+    assert store.sessions(BARS) == []
+
+
+def test_missing_and_corrupt_partitions_are_explained(tmp_path):
+    store = Storage(tmp_path)
+    with pytest.raises(MissingPartitionError, match="materialize it first"):
+        store.read(BARS, DAY)
+    path = store.partition_path(BARS, DAY)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not parquet at all")
+    with pytest.raises(CorruptPartitionError, match="Delete the file and re-materialize"):
+        store.read(BARS, DAY)
+
+
+def test_duckdb_catalog_sees_every_session(tmp_path):
+    store = Storage(tmp_path)
+    store.write(BARS, DAY, _bars(5))
+    assert store.refresh_catalog([BARS, dataset("SPY", "features")]) == ["spy_minute_bars"]
+    store.write(BARS, dt.date(2025, 11, 28), _bars(3, "2025-11-28 14:30"))  # no refresh needed
+    counts = store.query("SELECT session, count(*) AS n FROM spy_minute_bars GROUP BY 1 ORDER BY 1")
+    assert counts["n"].tolist() == [5, 3]
+    assert [d.date() for d in pd.to_datetime(counts["session"])] == [DAY, dt.date(2025, 11, 28)]
+    assert store.sessions(BARS) == [DAY, dt.date(2025, 11, 28)]
+
+
+def test_key_columns_are_required(tmp_path):
+    with pytest.raises(ValueError, match="key columns"):
+        Storage(tmp_path).write(BARS, DAY, _bars().drop(columns="ticker"))

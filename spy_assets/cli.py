@@ -189,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--chunk", type=int, default=21, help="sessions per run (default 21)")
-        p.add_argument("--log-level", default="WARNING", help="Dagster console log level")
+        p.add_argument("--log-level", default="CRITICAL",
+                       help="Dagster console log level (INFO shows each session)")
 
     demo = sub.add_parser("demo", help="build the last sessions of the demo window and report")
     demo.add_argument("--sessions", type=int, default=DEMO_SESSIONS)

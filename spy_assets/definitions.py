@@ -6,7 +6,7 @@ import os
 
 from dagster import Definitions
 
-from spy_assets.defs import ops, raw
+from spy_assets.defs import analytics, ops, raw
 from spy_assets.defs.resources import default_resources
 
 
@@ -22,6 +22,7 @@ def build_definitions(underlyings: list[str] | None = None) -> Definitions:
     nodes: list[object] = []
     for underlying in underlyings:
         nodes += raw.underlying_assets(underlying)
+        nodes += analytics.analytics_assets(underlying)
     nodes += raw.shared_assets(underlyings)
     assets = [n for n in nodes if not _is_check(n)]
     checks = [n for n in nodes if _is_check(n)]

@@ -160,3 +160,65 @@ def validate(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> Validation:
         return Validation(False, len(frame), failures)
     return Validation(True, len(frame), pd.DataFrame(columns=["column", "check", "row",
                                                               "failure_case"]))
+
+
+def features_schema(session: dt.date) -> pa.DataFrameSchema:
+    """Feature rows: one per option bar, IV non-negative or NaN with a reason, |delta| ≤ 1."""
+    from spy_assets.analytics.greeks import IV_STATUSES
+
+    lo, hi = calendar.session_open(session), calendar.session_close(session)
+    return pa.DataFrameSchema(
+        {
+            "contract": pa.Column(str, pa.Check.str_startswith("O:")),
+            "timestamp": pa.Column("datetime64[ms, UTC]", _in_window(lo, hi)),
+            "close": pa.Column(float, _PRICE),
+            "spot_close": pa.Column(float, _PRICE, nullable=True),
+            "iv": pa.Column(float, pa.Check.ge(0), nullable=True),
+            "delta": pa.Column(float, pa.Check.in_range(-1.0, 1.0), nullable=True),
+            "iv_status": pa.Column(str, pa.Check.isin(list(IV_STATUSES))),
+        },
+        checks=[pa.Check(lambda df: df["iv"].notna() == (df["iv_status"] == "ok"),
+                         name="iv_nan_iff_flagged", error="IV is NaN exactly when flagged")],
+        unique=["contract", "timestamp"],
+        strict=False,
+    )
+
+
+def scan_events_schema(session: dt.date) -> pa.DataFrameSchema:
+    lo, hi = calendar.session_open(session), calendar.session_close(session)
+    return pa.DataFrameSchema(
+        {
+            "contract": pa.Column(str),
+            "trigger_time": pa.Column("datetime64[ms, UTC]", _in_window(lo, hi)),
+            "trigger_price": pa.Column(float, _PRICE),
+            "reference_price": pa.Column(float, _PRICE),
+            "peak_price": pa.Column(float, _PRICE),
+            "run_bars": pa.Column("int64", pa.Check.ge(1)),
+            "run_minutes": pa.Column(float, pa.Check.ge(1)),
+        },
+        checks=[
+            pa.Check(lambda df: df["trigger_price"] >= (1 + df["threshold"]) * df[
+                "reference_price"] * (1 - 1e-9), name="trigger_meets_threshold",
+                error="trigger below (1 + θ) × reference"),
+            pa.Check(lambda df: df["peak_price"] >= df["trigger_price"], name="peak_ge_trigger",
+                     error="peak below the trigger"),
+        ],
+        unique=["contract", "trigger_time"],
+        strict=False,
+    )
+
+
+def training_data_schema(session: dt.date) -> pa.DataFrameSchema:
+    lo, hi = calendar.session_open(session), calendar.session_close(session)
+    return pa.DataFrameSchema(
+        {
+            "contract": pa.Column(str),
+            "timestamp": pa.Column("datetime64[ms, UTC]", _in_window(lo, hi)),
+            "target_close_5m": pa.Column(float, _PRICE, nullable=True),
+            "target_close_15m": pa.Column(float, _PRICE, nullable=True),
+            "target_close_30m": pa.Column(float, _PRICE, nullable=True),
+            "target_max_return_30m": pa.Column(float, pa.Check.ge(-1.0), nullable=True),
+        },
+        unique=["contract", "timestamp"],
+        strict=False,
+    )

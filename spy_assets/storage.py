@@ -112,7 +112,12 @@ class Storage:
         frame: pd.DataFrame,
         provenance: dict[str, object] | None = None,
     ) -> WriteResult:
-        """Replace one session of a dataset, atomically. Rows repeating a key keep the last one."""
+        """Replace one session of a dataset, atomically. Rows repeating a key keep the last one.
+
+        A ``session`` column is dropped: the partition folder holds it (readers get it back
+        from :meth:`read_sessions` and the DuckDB views).
+        """
+        frame = frame.drop(columns="session", errors="ignore")
         missing = [c for c in ds.key if c not in frame.columns]
         if missing:
             raise ValueError(f"{ds.name}: key columns {missing} are missing from the frame")

@@ -29,8 +29,7 @@ all_sessions_job = define_asset_job(
     description="16:30 ET each weekday: build the session that just closed (skips holidays).",
 )
 def after_close_schedule(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
-    today = context.scheduled_execution_time.astimezone(
-        dt.UTC).astimezone(__import__("zoneinfo").ZoneInfo(calendar.MARKET_TZ)).date()
+    today = context.scheduled_execution_time.astimezone(ZoneInfo(calendar.MARKET_TZ)).date()
     if not calendar.is_session(today):
         return SkipReason(f"{today} is not an NYSE session")
     return RunRequest(run_key=today.isoformat(), partition_key=today.isoformat())

@@ -142,15 +142,17 @@ class SyntheticMarket:
         is_call = spec.contract_type == "call"
         t_end = calendar.years_to_expiry(day.minutes, spec.expiration)
         t_start = t_end + 1.0 / calendar.MINUTES_PER_YEAR
+        n = len(day.minutes)
+        # Noise lives in volatility (as quotes do), so deep in-the-money prices stay near
+        # intrinsic instead of jittering by a fixed share of the price.
         sigma = self.implied_vol(day.close, spec.strike, day.vix_close)
-        close = bs_price(day.close, spec.strike, t_end, self.rate, self.div_yield, sigma, is_call)
-        opn = bs_price(day.open, spec.strike, t_start, self.rate, self.div_yield, sigma, is_call)
+        noise = np.exp(rng.normal(0.0, 0.02, (2, n)))
+        close = _tick(bs_price(day.close, spec.strike, t_end, self.rate, self.div_yield,
+                               sigma * noise[0], is_call))
+        opn = _tick(bs_price(day.open, spec.strike, t_start, self.rate, self.div_yield,
+                             sigma * noise[1], is_call))
         up = bs_price(day.high, spec.strike, t_end, self.rate, self.div_yield, sigma, is_call)
         down = bs_price(day.low, spec.strike, t_end, self.rate, self.div_yield, sigma, is_call)
-        n = len(day.minutes)
-        noise = 1.0 + rng.normal(0.0, 0.004, (2, n))
-        close = _tick(close * noise[0])
-        opn = _tick(opn * noise[1])
         high = np.maximum(_tick(np.maximum(up, down)), np.maximum(opn, close))
         low = np.minimum(_tick(np.minimum(up, down)), np.minimum(opn, close))
         # Far strikes and near-worthless contracts print on only some minutes.

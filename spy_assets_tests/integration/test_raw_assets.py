@@ -64,7 +64,7 @@ def test_raw_layer_for_a_range_of_sessions(instance, data_dir):
 def test_rerunning_changes_no_file(instance, data_dir):
     _run(instance, data_dir)
     before = _digests(data_dir)
-    assert len(before) == 5 * len(SESSIONS)
+    assert len(before) == 8 * len(SESSIONS)  # five raw datasets, three derived
     [again] = _run(instance, data_dir)
     assert again.success
     assert _digests(data_dir) == before

@@ -1,0 +1,314 @@
+"""MassiveSource through the real ``massive`` client against the local vendor server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+
+import pandas as pd
+import pytest
+from massive import RESTClient
+from pandas.testing import assert_frame_equal
+
+from spy_assets.contracts import build_ticker
+from spy_assets.errors import AuthError, SkippableError
+from spy_assets.sources.base import BAR_COLUMNS, MarketSource
+from spy_assets.sources.ratelimit import TokenBucket
+from spy_assets.sources.synthetic import SyntheticMarket
+from spy_assets.sources.vendor import MassiveSource, VendorUnavailableError, _retry_after
+from spy_assets_tests.test_ratelimit import FakeClock
+from spy_assets_tests.vendor_server import VendorServer
+
+KEY = "test-key-9f8e7d6c5b4a"
+FIRST, LAST = dt.date(2025, 3, 3), dt.date(2025, 3, 31)
+DAY = dt.date(2025, 3, 3)
+
+
+class Sleeps(list):
+    """Records the retry waits instead of sleeping them."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture(scope="module")
+def market():
+    return SyntheticMarket()
+
+
+@pytest.fixture
+def server(market):
+    with VendorServer(market, api_key=KEY, page_size=5000) as srv:
+        yield srv
+
+
+def make_source(server, key=KEY, **kwargs):
+    options = dict(
+        requests_per_minute=None,
+        read_timeout=2.0,
+        backoff_base=0.01,
+        backoff_max=0.05,
+        sleep=Sleeps(),
+        bucket=TokenBucket(None),
+        seed=1,
+    )
+    options.update(kwargs)
+    return MassiveSource(key, server.base_url, **options)
+
+
+def _open(market, day):
+    bars = market.stock_bars("SPY", day, day)
+    regular = bars[bars["timestamp"] >= pd.Timestamp(f"{day} 14:30", tz="UTC")]
+    return float(regular["open"].iloc[0])
+
+
+def _contracts(market):
+    """A 0DTE call and put at the money, a far (sparsely traded) put, and a weekly call."""
+    s0 = _open(market, DAY)
+    return [
+        build_ticker("SPY", DAY, "call", math.ceil(s0)),
+        build_ticker("SPY", DAY, "put", math.floor(s0)),
+        build_ticker("SPY", DAY, "put", math.floor(s0 * 0.97)),
+        build_ticker("SPY", dt.date(2025, 3, 7), "call", math.ceil(s0) + 2),
+    ]
+
+
+def _synthetic_news(market, start, end):
+    frame = market.news("SPY", start, end)
+    frame["published_utc"] = frame["published_utc"].astype("datetime64[ms, UTC]")
+    return frame
+
+
+# ---------------------------------------------------------------- equality
+def test_a_month_over_http_equals_the_synthetic_market(server, market):
+    source = make_source(server)
+    assert isinstance(source, MarketSource) and source.name == "massive"
+
+    assert_frame_equal(source.stock_bars("SPY", FIRST, LAST), market.stock_bars("SPY", FIRST, LAST))
+    assert_frame_equal(
+        source.index_bars("I:VIX", FIRST, LAST), market.index_bars("I:VIX", FIRST, LAST)
+    )
+    for contract in _contracts(market):
+        assert_frame_equal(
+            source.option_bars(contract, FIRST, LAST), market.option_bars(contract, FIRST, LAST)
+        )
+    s0 = _open(market, DAY)
+    assert_frame_equal(
+        source.option_contracts("SPY", DAY, DAY, s0 * 0.99, s0 * 1.01),
+        market.option_contracts("SPY", DAY, DAY, s0 * 0.99, s0 * 1.01),
+    )
+    start, end = pd.Timestamp("2025-03-03", tz="UTC"), pd.Timestamp("2025-04-01", tz="UTC")
+    news = source.news("SPY", start, end)
+    assert_frame_equal(news, _synthetic_news(market, start, end))
+    assert news["sentiment_json"].str.startswith("{").all() and len(news) > 100
+
+    # Ranged: SPY and VIX in a few pages (not one request per session), one per option range.
+    spy, vix = server.requests_for("/SPY/range"), server.requests_for("/I:VIX/")
+    assert len(spy) == math.ceil(len(market.stock_bars("SPY", FIRST, LAST)) / 5000) < 21
+    assert len(vix) == math.ceil(21 * 390 / 5000)
+    assert all(len(server.requests_for(c)) == 1 for c in _contracts(market))
+    assert all(r.key_in_header and not r.key_in_query for r in server.requests)
+    assert source.stats.requests == len(server.requests) == source.bucket.acquired
+    assert source.stats.retries == 0 and source.stats.skipped == 0
+
+
+def test_pagination_follows_next_url_across_many_pages(market):
+    with VendorServer(market, api_key=KEY, page_size=700) as server:
+        source = make_source(server)
+        bars = source.stock_bars("SPY", FIRST, dt.date(2025, 3, 14))
+        assert_frame_equal(bars, market.stock_bars("SPY", FIRST, dt.date(2025, 3, 14)))
+        pages = server.requests
+        assert len(pages) == math.ceil(len(bars) / 700) >= 8
+        assert pages[0].params == {"sort": "asc", "limit": "50000"}
+        assert all(set(p.params) == {"cursor"} for p in pages[1:])
+        assert source.stats.requests == len(pages)
+
+        # Reference endpoints page too (limit honoured below the server's page size).
+        start, end = pd.Timestamp("2025-03-03", tz="UTC"), pd.Timestamp("2025-03-31", tz="UTC")
+        server.reset()
+        server.page_size = 25
+        assert_frame_equal(source.news("SPY", start, end), _synthetic_news(market, start, end))
+        assert len(server.requests) > 3
+        server.reset()
+        s0 = _open(market, DAY)
+        contracts = source.option_contracts("SPY", DAY, DAY, s0 - 20, s0 + 20)
+        assert len(contracts) > 50 and len(server.requests) == math.ceil(len(contracts) / 25)
+
+
+def test_empty_ranges_and_missing_fields(server, market):
+    source = make_source(server)
+    frame = source.index_bars("I:SPX", FIRST, FIRST)  # the server has no such index
+    assert list(frame.columns) == ["timestamp", "open", "high", "low", "close"] and frame.empty
+    # An expired contract asked for after its expiry costs no request.
+    before = len(server.requests)
+    late = source.option_bars(_contracts(market)[0], dt.date(2025, 3, 4), dt.date(2025, 3, 5))
+    assert late.empty and list(late.columns) == BAR_COLUMNS and len(server.requests) == before
+    assert str(late["transactions"].dtype) == "Int64"
+
+
+# ------------------------------------------------------------------ faults
+def test_faults_are_retried_to_complete_data(market):
+    with VendorServer(market, api_key=KEY, page_size=2000) as server:
+        server.add_fault("429", every=5, retry_after=2)
+        server.add_fault("503", every=5, offset=2, retry_after=None)
+        server.add_fault("slow", nth=3, delay=1.0)
+        server.add_fault("truncated", nth=9)
+        server.add_fault("reset", nth=14)
+        source = make_source(server, read_timeout=0.4, max_attempts=4)
+
+        assert_frame_equal(
+            source.stock_bars("SPY", FIRST, LAST), market.stock_bars("SPY", FIRST, LAST)
+        )
+        assert_frame_equal(
+            source.index_bars("I:VIX", FIRST, LAST), market.index_bars("I:VIX", FIRST, LAST)
+        )
+        for contract in _contracts(market)[:2]:
+            assert_frame_equal(
+                source.option_bars(contract, DAY, DAY), market.option_bars(contract, DAY, DAY)
+            )
+
+        fired = [r.fault for r in server.requests if r.fault]
+        assert {"429", "503", "slow", "truncated", "reset"} <= set(fired)
+        assert source.stats.retries == len(fired)
+        assert source.stats.requests == len(server.requests)
+        assert source.stats.skipped == 0
+        # Each 429 said Retry-After: 2, and the client waited at least that long.
+        assert sum(s >= 2.0 for s in source._sleep) == fired.count("429")
+
+
+def test_retry_after_is_honoured_and_capped(server):
+    server.add_fault("429", nth=1, retry_after=7)
+    server.add_fault("429", nth=2, retry_after=500)
+    source = make_source(server, max_retry_after=30)
+    source.stock_bars("SPY", DAY, DAY)
+    assert source._sleep == pytest.approx([7.0, 30.0])
+    assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past
+    assert _retry_after("soon") is None
+
+
+def test_backoff_is_exponential_jittered_and_capped(server):
+    server.add_fault("503", retry_after=None)
+    source = make_source(server, max_attempts=6, backoff_base=1.0, backoff_max=4.0)
+    with pytest.raises(VendorUnavailableError, match="gave up after 6 attempt"):
+        source.stock_bars("SPY", DAY, DAY)
+    assert len(server.requests) == 6 and source.stats.retries == 5
+    for wait, ceiling in zip(source._sleep, [1, 2, 4, 4, 4], strict=True):
+        assert ceiling / 2 <= wait <= ceiling
+
+
+def test_401_is_not_retried(server, caplog):
+    source = make_source(server, key="not-the-key")
+    with caplog.at_level(logging.WARNING), pytest.raises(AuthError, match="HTTP 401"):
+        source.stock_bars("SPY", DAY, DAY)
+    assert [r.status for r in server.requests] == [401]
+    assert source.stats.retries == 0 and source.stats.skipped == 1
+    assert "HTTP 401" in source.stats.skip_reasons[0]
+    assert any(r.levelno == logging.WARNING and "refused" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_403_stops_a_batch_without_hammering(server, market):
+    server.add_fault("403", nth=1)
+    source = make_source(server)
+    contracts = _contracts(market)
+    batch = source.option_bars_many(contracts, DAY, DAY)
+    assert batch.bars == {} and list(batch.errors) == contracts
+    assert "HTTP 403" in batch.errors[contracts[0]]
+    assert all("not requested" in batch.errors[c] for c in contracts[1:])
+    assert len(server.requests) == 1 and source.stats.retries == 0
+    assert source.stats.skipped == len(contracts)
+
+
+def test_one_failing_contract_does_not_stop_the_others(server, market):
+    broken, malformed, *good = _contracts(market)
+    server.add_fault("500", match=broken)
+    server.add_fault("malformed", match=malformed)
+    source = make_source(server, max_attempts=3)
+    batch = source.option_bars_many([broken, malformed, *good], DAY, dt.date(2025, 3, 7),
+                                    max_workers=3)
+    assert batch.ok == good
+    for contract in good:
+        assert_frame_equal(batch.bars[contract],
+                           market.option_bars(contract, DAY, dt.date(2025, 3, 7)))
+    assert "gave up after 3 attempt" in batch.errors[broken]
+    assert "without close" in batch.errors[malformed]
+    assert len(server.requests_for(broken)) == 3  # retried
+    assert len(server.requests_for(malformed)) == 1  # a data problem: never retried
+    assert source.stats.skipped == 2 and len(source.stats.skip_reasons) == 2
+
+
+def test_data_quality_problem_is_skippable_and_not_retried(server):
+    server.add_fault("malformed")
+    source = make_source(server)
+    with pytest.raises(SkippableError, match="1 bar.s. without close"):
+        source.stock_bars("SPY", DAY, DAY)
+    assert len(server.requests) == 1 and source.stats.skipped == 1
+    server.clear_faults()
+    server.add_fault("404")
+    with pytest.raises(SkippableError, match="HTTP 404"):
+        source.index_bars("I:VIX", DAY, DAY)
+    assert len(server.requests) == 2 and source.stats.retries == 0
+
+
+# --------------------------------------------------------------- contracts
+def test_contracts_for_a_past_session_use_as_of(server, market):
+    s0 = _open(market, DAY)
+    source = make_source(server, today=lambda: dt.date(2026, 1, 15))
+    found = source.option_contracts("SPY", DAY, DAY, s0 * 0.99, s0 * 1.01)
+    assert_frame_equal(found, market.option_contracts("SPY", DAY, DAY, s0 * 0.99, s0 * 1.01))
+    (request,) = server.requests
+    assert request.params["as_of"] == "2025-03-03"
+    assert request.params["expired"] == "true"
+    assert request.params["expiration_date"] == "2025-03-03"
+
+    # Without as_of (and expired) the vendor does not find a past session's contracts.
+    client = RESTClient(api_key=KEY, base=server.base_url, retries=0)
+    assert list(client.list_options_contracts(underlying_ticker="SPY", expiration_date=DAY)) == []
+
+
+def test_contracts_fall_back_to_the_other_expired_flag(market):
+    # A vendor that judges "expired" against another date than ours: one extra request.
+    with VendorServer(market, api_key=KEY, today=dt.date(2025, 1, 2)) as server:
+        s0 = _open(market, DAY)
+        source = make_source(server, today=lambda: dt.date(2026, 1, 15))
+        found = source.option_contracts("SPY", DAY, DAY, s0 - 2, s0 + 2)
+        assert_frame_equal(found, market.option_contracts("SPY", DAY, DAY, s0 - 2, s0 + 2))
+        assert [r.params["expired"] for r in server.requests] == ["true", "false"]
+
+
+# ------------------------------------------------------ rate limit, config
+def test_each_request_takes_a_token_at_the_plan_rate():
+    clock = FakeClock()
+    bucket = TokenBucket(5, clock=clock, sleep=clock.sleep)
+    with VendorServer(SyntheticMarket(), api_key=KEY, page_size=100) as paged:
+        source = make_source(paged, bucket=bucket)
+        source.stock_bars("SPY", DAY, DAY)
+        n = len(paged.requests)
+    assert n > 3 and bucket.acquired == n == source.stats.requests
+    assert clock.now - 1000.0 == pytest.approx(12.0 * (n - 1))  # 5 a minute
+
+
+def test_sources_with_one_key_share_one_bucket(server):
+    a = MassiveSource(KEY, server.base_url, requests_per_minute=5)
+    b = MassiveSource(KEY, server.base_url, requests_per_minute=5)
+    c = MassiveSource("another-key", server.base_url, requests_per_minute=5)
+    assert a.bucket is b.bucket and a.bucket is not c.bucket
+    assert a.bucket.rate_per_minute == 5 and a.bucket.burst == 1
+
+
+def test_from_env_reads_either_variable(server, monkeypatch):
+    monkeypatch.delenv("MASSIVE_API_KEY", raising=False)
+    monkeypatch.delenv("POLYGON_API_KEY", raising=False)
+    monkeypatch.delenv("MASSIVE_BASE_URL", raising=False)
+    with pytest.raises(AuthError, match="MASSIVE_API_KEY or POLYGON_API_KEY"):
+        MassiveSource.from_env()
+    monkeypatch.setenv("POLYGON_API_KEY", KEY)
+    monkeypatch.setenv("MASSIVE_BASE_URL", server.base_url)
+    source = MassiveSource.from_env(requests_per_minute=None)
+    assert source.base_url == server.base_url
+    assert len(source.index_bars("VIX", DAY, DAY)) == 390
+    monkeypatch.setenv("MASSIVE_API_KEY", "the-preferred-key")
+    preferred = MassiveSource.from_env(requests_per_minute=None)
+    with pytest.raises(AuthError):  # the server only knows KEY: MASSIVE_API_KEY won
+        preferred.index_bars("VIX", DAY, DAY)

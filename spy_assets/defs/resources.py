@@ -31,6 +31,10 @@ class MarketDataResource(ConfigurableResource):
     api_key: str | None = Field(default=None, description="Vendor key; set it with EnvVar.")
     base_url: str = Field(default="https://api.massive.com", description="Vendor REST base URL.")
     requests_per_minute: float = Field(default=5.0, description="The plan's request rate.")
+    read_timeout_s: float = Field(default=30.0, description="Seconds to wait for a response.")
+    max_attempts: int = Field(default=6, description="Tries per request (429, 5xx, timeouts).")
+    backoff_base_s: float = Field(default=1.0, description="First retry wait; doubles, jittered.")
+    backoff_max_s: float = Field(default=60.0, description="Cap on one retry wait.")
 
     @property
     def source_name(self) -> str:
@@ -55,6 +59,10 @@ class MarketDataResource(ConfigurableResource):
             api_key=self.api_key,
             base_url=self.base_url,
             requests_per_minute=self.requests_per_minute,
+            read_timeout=self.read_timeout_s,
+            max_attempts=self.max_attempts,
+            backoff_base=self.backoff_base_s,
+            backoff_max=self.backoff_max_s,
         )
 
 

@@ -318,6 +318,7 @@ def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
 
         return empty_frame(columns)
     out = pd.concat(frames, ignore_index=True)[columns]
-    if "timestamp" in out:
-        out["timestamp"] = out["timestamp"].astype("datetime64[ms, UTC]")
+    for col in ("timestamp", "published_utc"):
+        if col in out:
+            out[col] = out[col].astype("datetime64[ms, UTC]")
     return out

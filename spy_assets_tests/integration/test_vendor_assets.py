@@ -1,0 +1,129 @@
+"""The real vendor path through Dagster: the massive client against a local vendor server."""
+
+import datetime as dt
+import json
+
+import pandas as pd
+import pytest
+from dagster import AssetKey
+from dagster._serdes import serialize_value
+
+from spy_assets import calendar
+from spy_assets.definitions import build_definitions
+from spy_assets.defs.resources import MarketDataResource, StorageResource
+from spy_assets.defs.runs import failure_summary, materialize_sessions
+from spy_assets.sources.synthetic import SyntheticMarket
+from spy_assets.storage import NEWS_ARTICLES, VIX_MINUTE_BARS, Storage, dataset
+from spy_assets_tests.vendor_server import VendorServer
+
+KEY = "sk-live-SUPERSECRET-7c1f9a0b2d"
+RAW = [dataset("SPY", "minute_bars"), dataset("SPY", "option_contracts"),
+       dataset("SPY", "option_minute_bars"), VIX_MINUTE_BARS, NEWS_ARTICLES]
+
+
+@pytest.fixture
+def server():
+    with VendorServer(SyntheticMarket(), api_key=KEY, page_size=20_000) as srv:
+        yield srv
+
+
+def _vendor(server, **overrides):
+    options = {"source": "massive", "api_key": KEY, "base_url": server.base_url,
+               "requests_per_minute": 1e9, "read_timeout_s": 1.0, "backoff_base_s": 0.01,
+               "backoff_max_s": 0.05}
+    return MarketDataResource(**(options | overrides))
+
+
+def _run(instance, root, market, sessions):
+    resources = {"storage": StorageResource(root=str(root)), "market": market}
+    [result] = materialize_sessions(build_definitions(["SPY"]), sessions, instance,
+                                    resources=resources, chunk=len(sessions),
+                                    log_level="CRITICAL")
+    return result
+
+
+def _assert_same_raw(a: Storage, b: Storage, sessions):
+    for ds in RAW:
+        for session in sessions:
+            pd.testing.assert_frame_equal(a.read(ds, session), b.read(ds, session),
+                                          obj=f"{ds.name} {session}")
+
+
+def test_a_month_through_the_vendor_equals_the_synthetic_month(instance, tmp_path, server):
+    sessions = calendar.sessions_between("2025-10-01", "2025-10-31")
+    assert len(sessions) == 23
+    vendor = _run(instance, tmp_path / "vendor", _vendor(server), sessions)
+    assert vendor.success, failure_summary(vendor)
+    meta = instance.get_latest_materialization_event(
+        AssetKey(["spy", "minute_bars"])).asset_materialization.metadata
+    assert meta["source"].value == "massive" and meta["api_requests"].value >= 1
+    synthetic = _run(instance, tmp_path / "synthetic", MarketDataResource(source="synthetic"),
+                     sessions)
+    assert synthetic.success
+    _assert_same_raw(Storage(tmp_path / "vendor"), Storage(tmp_path / "synthetic"), sessions)
+
+    aggs = [r for r in server.requests if "/v2/aggs/" in r.path]
+    spy_and_vix = [r for r in aggs if "/ticker/SPY/" in r.path or "I:VIX" in r.path]
+    assert len(spy_and_vix) <= 4  # one ranged read each, a page or two
+    assert len([r for r in aggs if "/ticker/O:" in r.path]) == 4 * len(sessions)
+
+    # re-running sessions already stored costs no request at all
+    before = len(server.requests)
+    again = _run(instance, tmp_path / "vendor", _vendor(server), sessions)
+    assert again.success and len(server.requests) == before
+
+
+def test_faults_lose_nothing_and_are_counted(instance, tmp_path, server):
+    sessions = calendar.sessions_between("2025-11-17", "2025-11-21")
+    server.add_fault("429", every=10, retry_after=1)
+    server.add_fault("503", every=10, offset=5)
+    server.add_fault("slow", nth=3, delay=2.0)
+    server.add_fault("truncated", nth=8)
+    result = _run(instance, tmp_path / "vendor", _vendor(server), sessions)
+    assert result.success, failure_summary(result)
+    assert server.faults_fired >= 4
+    retries = 0
+    for key in (["spy", "minute_bars"], ["spy", "option_minute_bars"], ["vix", "minute_bars"],
+                ["news", "articles"], ["spy", "option_contracts"]):
+        meta = instance.get_latest_materialization_event(AssetKey(key)).asset_materialization
+        retries += meta.metadata["retries"].value
+    clean = _run(instance, tmp_path / "synthetic", MarketDataResource(source="synthetic"),
+                 sessions)
+    assert clean.success
+    _assert_same_raw(Storage(tmp_path / "vendor"), Storage(tmp_path / "synthetic"), sessions)
+    assert retries == server.faults_fired
+
+
+def test_a_401_on_one_contract_skips_it_without_retry(instance, tmp_path, server):
+    session = dt.date(2025, 11, 26)
+    first = _run(instance, tmp_path / "probe", MarketDataResource(source="synthetic"), [session])
+    assert first.success
+    picked = Storage(tmp_path / "probe").read(dataset("SPY", "option_contracts"), session)
+    refused = picked["contract"].iloc[0]
+    server.add_fault("401", match=refused)
+    result = _run(instance, tmp_path / "vendor", _vendor(server), [session])
+    assert result.success, failure_summary(result)
+    assert len(server.requests_for(refused)) == 1  # never retried
+    bars = Storage(tmp_path / "vendor").read(dataset("SPY", "option_minute_bars"), session)
+    assert refused not in set(bars["contract"]) and bars["contract"].nunique() == 3
+    meta = instance.get_latest_materialization_event(
+        AssetKey(["spy", "option_minute_bars"])).asset_materialization.metadata
+    assert refused in json.dumps(meta["contracts_failed"].value)
+    assert meta["skipped"].value >= 1
+
+
+def test_the_key_never_leaves_the_process(instance, tmp_path, server):
+    server.add_fault("429", nth=2, retry_after=1)
+    server.add_fault("401", nth=6)
+    sessions = [dt.date(2025, 11, 25), dt.date(2025, 11, 26)]
+    result = _run(instance, tmp_path / "vendor", _vendor(server), sessions)
+    assert result.success, failure_summary(result)
+    seen = []
+    records = instance.all_logs(result.run_id)
+    assert any(r.dagster_event and r.dagster_event.is_step_materialization for r in records)
+    seen += [serialize_value(record) for record in records]  # messages, metadata, errors
+    seen.append(serialize_value(instance.get_run_by_id(result.run_id)))  # config and tags
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            seen.append(path.read_bytes().decode("latin-1"))
+    assert seen and not [text for text in seen if KEY in text]

@@ -4,18 +4,21 @@ import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetKey,
-    BackfillPolicy,
     MaterializeResult,
     MetadataValue,
-    asset,
 )
 
 from spy_assets import schemas
 from spy_assets.analytics.features import build_features
 from spy_assets.analytics.scanner import scan_events, scan_report
 from spy_assets.analytics.training import build_training_data
-from spy_assets.defs.common import Timer, run_sessions, schema_check, store_sessions
-from spy_assets.defs.partitions import sessions_partitions
+from spy_assets.defs.common import (
+    Timer,
+    run_sessions,
+    schema_check,
+    session_asset,
+    store_sessions,
+)
 from spy_assets.defs.resources import ResearchSettings, StorageResource
 from spy_assets.storage import NEWS_ARTICLES, VIX_MINUTE_BARS, dataset
 
@@ -27,15 +30,12 @@ def analytics_assets(underlying: str) -> list[object]:
         "minute_bars", "option_contracts", "option_minute_bars", "features", "scan_events",
         "training_data")}
 
-    @asset(
-        key=AssetKey([prefix, "features"]),
+    @session_asset(
+        AssetKey([prefix, "features"]),
+        group="analytics",
         deps=[AssetKey([prefix, "option_minute_bars"]), AssetKey([prefix, "minute_bars"]),
               AssetKey([prefix, "option_contracts"]), AssetKey(["vix", "minute_bars"]),
               AssetKey(["news", "articles"])],
-        partitions_def=sessions_partitions,
-        backfill_policy=BackfillPolicy.single_run(),
-        group_name="analytics",
-        kinds={"parquet"},
         description="One flat row per option per minute: the option bar, the underlying's bar, "
         "VIX and news as of that minute, IV and Greeks, indicators. No look-ahead.",
     )
@@ -64,13 +64,10 @@ def analytics_assets(underlying: str) -> list[object]:
                               timer=timer, params=params,
                               extra={"iv_status_counts": MetadataValue.json(statuses)})
 
-    @asset(
-        key=AssetKey([prefix, "scan_events"]),
+    @session_asset(
+        AssetKey([prefix, "scan_events"]),
+        group="analytics",
         deps=[features],
-        partitions_def=sessions_partitions,
-        backfill_policy=BackfillPolicy.single_run(),
-        group_name="analytics",
-        kinds={"parquet"},
         description="Runs of minute closes at or above (1 + θ) × the lowest earlier close of the "
         "contract's session; the scan report is in the metadata.",
     )
@@ -90,13 +87,10 @@ def analytics_assets(underlying: str) -> list[object]:
                    "events": len(events)},
         )
 
-    @asset(
-        key=AssetKey([prefix, "training_data"]),
+    @session_asset(
+        AssetKey([prefix, "training_data"]),
+        group="analytics",
         deps=[features],
-        partitions_def=sessions_partitions,
-        backfill_policy=BackfillPolicy.single_run(),
-        group_name="analytics",
-        kinds={"parquet"},
         description="Feature rows with target_* columns (+5/+15/+30-minute closes, 30-minute max "
         "return), NaN past the session's end; contract-days under 80% coverage dropped.",
     )

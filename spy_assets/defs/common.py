@@ -13,8 +13,10 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    BackfillPolicy,
     MaterializeResult,
     MetadataValue,
+    asset,
     asset_check,
 )
 
@@ -25,6 +27,32 @@ from spy_assets.errors import CorruptPartitionError, MissingPartitionError
 from spy_assets.provenance import code_version
 from spy_assets.sources.base import RequestStats
 from spy_assets.storage import Dataset, Storage, WriteResult
+
+#: Every asset that calls the vendor runs in this pool, so concurrent calls are capped
+#: across runs (dagster.yaml sets its limit).
+VENDOR_POOL = "vendor_api"
+
+
+def session_asset(
+    key: AssetKey,
+    *,
+    group: str,
+    description: str,
+    deps: Sequence[object] = (),
+    calls_vendor: bool = False,
+) -> Callable[..., AssetsDefinition]:
+    """``@asset`` for a Parquet dataset partitioned by session: one shared partitions
+    definition, and single-run backfills (each asset loops over the run's sessions)."""
+    return asset(
+        key=key,
+        deps=list(deps),
+        partitions_def=sessions_partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        pool=VENDOR_POOL if calls_vendor else None,
+        group_name=group,
+        kinds={"parquet"},
+        description=description,
+    )
 
 
 def run_sessions(context: AssetExecutionContext | AssetCheckExecutionContext) -> list[dt.date]:

@@ -7,24 +7,24 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
-    BackfillPolicy,
     Config,
     MaterializeResult,
     MetadataValue,
-    asset,
 )
 from pydantic import Field
 
 from spy_assets import ingest, schemas
-from spy_assets.defs.common import Timer, run_sessions, schema_check, store_sessions
-from spy_assets.defs.partitions import sessions_partitions
+from spy_assets.defs.common import (
+    Timer,
+    run_sessions,
+    schema_check,
+    session_asset,
+    store_sessions,
+)
 from spy_assets.defs.resources import MarketDataResource, ResearchSettings, StorageResource
 from spy_assets.errors import AuthError, SkippableError
 from spy_assets.storage import NEWS_ARTICLES, VIX_MINUTE_BARS, Dataset, Storage, dataset
 
-#: Every asset that calls the vendor runs in this pool, so concurrent calls are capped
-#: across runs (dagster.yaml sets its limit).
-VENDOR_POOL = "vendor_api"
 VIX_TICKER = "I:VIX"
 
 
@@ -53,13 +53,10 @@ def underlying_assets(underlying: str) -> list[object]:
     contracts_ds = dataset(underlying, "option_contracts")
     option_bars_ds = dataset(underlying, "option_minute_bars")
 
-    @asset(
-        key=AssetKey([prefix, "minute_bars"]),
-        partitions_def=sessions_partitions,
-        backfill_policy=BackfillPolicy.single_run(),
-        pool=VENDOR_POOL,
-        group_name="raw",
-        kinds={"parquet"},
+    @session_asset(
+        AssetKey([prefix, "minute_bars"]),
+        group="raw",
+        calls_vendor=True,
         description=f"{underlying} regular-session minute bars (o,h,l,c,v,vw,n), one request "
         "per run for the whole range of sessions.",
     )
@@ -79,14 +76,11 @@ def underlying_assets(underlying: str) -> list[object]:
         return store_sessions(context, store, bars_ds, frames, source=source.name, timer=timer,
                               stats=source.stats, reused=kept)
 
-    @asset(
-        key=AssetKey([prefix, "option_contracts"]),
+    @session_asset(
+        AssetKey([prefix, "option_contracts"]),
+        group="raw",
         deps=[minute_bars],
-        partitions_def=sessions_partitions,
-        backfill_policy=BackfillPolicy.single_run(),
-        pool=VENDOR_POOL,
-        group_name="raw",
-        kinds={"parquet"},
+        calls_vendor=True,
         description="Contracts picked around the session's open (SPEC §3): calls strictly above "
         "and puts strictly below, n strikes a side, one expiry.",
     )
@@ -125,14 +119,11 @@ def underlying_assets(underlying: str) -> list[object]:
         return store_sessions(context, store, contracts_ds, frames, source=source.name,
                               timer=timer, stats=source.stats, params=params, extra=extra)
 
-    @asset(
-        key=AssetKey([prefix, "option_minute_bars"]),
+    @session_asset(
+        AssetKey([prefix, "option_minute_bars"]),
+        group="raw",
         deps=[option_contracts],
-        partitions_def=sessions_partitions,
-        backfill_policy=BackfillPolicy.single_run(),
-        pool=VENDOR_POOL,
-        group_name="raw",
-        kinds={"parquet"},
+        calls_vendor=True,
         description="Minute bars of each picked contract, one request per contract-day at most. "
         "A contract with no bars is kept in option_contracts and reported here.",
     )
@@ -193,13 +184,10 @@ def _empty_option_bars() -> pd.DataFrame:
     return frame
 
 
-@asset(
-    key=AssetKey(["vix", "minute_bars"]),
-    partitions_def=sessions_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    pool=VENDOR_POOL,
-    group_name="raw",
-    kinds={"parquet"},
+@session_asset(
+    AssetKey(["vix", "minute_bars"]),
+    group="raw",
+    calls_vendor=True,
     description="I:VIX minute bars (o,h,l,c only, like the vendor's index aggregates).",
 )
 def vix_minute_bars(
@@ -218,13 +206,10 @@ def vix_minute_bars(
 
 
 def news_asset(tickers: list[str]) -> AssetsDefinition:
-    @asset(
-        key=AssetKey(["news", "articles"]),
-        partitions_def=sessions_partitions,
-        backfill_policy=BackfillPolicy.single_run(),
-        pool=VENDOR_POOL,
-        group_name="raw",
-        kinds={"parquet"},
+    @session_asset(
+        AssetKey(["news", "articles"]),
+        group="raw",
+        calls_vendor=True,
         description="News about the underlyings: each session owns the articles published from "
         "the previous session's close to its own close; sentiment per ticker from insights.",
     )

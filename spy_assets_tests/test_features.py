@@ -153,7 +153,12 @@ def test_same_minute_spot_moneyness_and_iv():
     np.testing.assert_allclose(f["moneyness"], np.log(f["spot_close"] / f["strike"]))
     ok = f[f["iv_status"] == "ok"]
     assert len(ok) > 0.8 * len(f)
-    np.testing.assert_allclose(ok["iv"], VOL, atol=1e-6)  # priced at VOL, solved back
+    # Priced at VOL, solved back: exact where the price pins sigma down (vega above a tenth
+    # of a cent per vol point); deep in the wings a float's worth of price moves sigma more.
+    pinned = ok[ok["vega"] > 1e-3]
+    assert len(pinned) > 0.5 * len(ok)
+    np.testing.assert_allclose(pinned["iv"], VOL, atol=1e-6)
+    np.testing.assert_allclose(ok["iv"], VOL, atol=1e-3)
 
 
 def test_minute_without_spot_bar_gives_no_silent_iv():

@@ -99,7 +99,8 @@ def test_round_trip_recovers_sigma() -> None:
     )
     # ill-conditioned but solved rows still reprice to the input
     repriced = bs_price(S0, strike[ok], t[ok], R, Q, res.iv.to_numpy()[ok], is_call[ok])
-    np.testing.assert_allclose(repriced, price[ok], rtol=1e-12, atol=1e-13)
+    # (bs_price itself rounds at ~1e-13 dollars: its two terms are of the size of the spot)
+    np.testing.assert_allclose(repriced, price[ok], rtol=1e-12, atol=1e-12)
 
 
 def test_put_call_parity() -> None:
@@ -223,7 +224,7 @@ def test_zero_dte_and_sub_cent_prices() -> None:
     res = implied_vol_and_greeks(price, S0, strike, t, R, Q, is_call)
     assert (res["iv_status"] == "ok").all()
     repriced = bs_price(S0, strike, t, R, Q, res.iv.to_numpy(), is_call)
-    np.testing.assert_allclose(repriced, price, rtol=1e-12)
+    np.testing.assert_allclose(repriced, price, rtol=1e-11, atol=1e-12)
     for i in range(len(price)):
         flag = "c" if is_call[i] else "p"
         ref = vollib_iv(price[i], S0, strike[i], t[i], R, Q, flag)

@@ -542,7 +542,7 @@ def _iv_greeks_kernel(
         r = rate[i * jr]
         q = div_yield[i * jq]
         flag = is_call[i * jc]
-        theta_sign = 1.0 if flag > 0 else -1.0
+        cp_sign = 1.0 if flag > 0 else -1.0  # +1 call, -1 put
         for j in range(6):
             out[j, i] = nan
         finite = (
@@ -560,8 +560,8 @@ def _iv_greeks_kernel(
         s_fwd = S * df_q  # discounted forward
         k_disc = K * df_r
         x = math.log(S / K) + (r - q) * T
-        upper = s_fwd if theta_sign > 0.0 else k_disc
-        if theta_sign * x > 0.0:
+        upper = s_fwd if cp_sign > 0.0 else k_disc
+        if cp_sign * x > 0.0:
             # The time value left after subtracting S e^{-qT} - K e^{-rT} is all the information
             # about sigma, so take whichever form of that difference cancels less: near the
             # money (S - K) e^{-qT} + K e^{-rT} (e^{(r-q)T} - 1) is nearly exact.
@@ -569,10 +569,10 @@ def _iv_greeks_kernel(
             carry_leg = k_disc * math.expm1((r - q) * T)
             split_scale = abs(spot_leg) + abs(carry_leg)
             if split_scale < s_fwd + k_disc:
-                lower = max(theta_sign * (spot_leg + carry_leg), 0.0)
+                lower = max(cp_sign * (spot_leg + carry_leg), 0.0)
                 noise_scale = p + split_scale
             else:
-                lower = max(theta_sign * (s_fwd - k_disc), 0.0)
+                lower = max(cp_sign * (s_fwd - k_disc), 0.0)
                 noise_scale = p + s_fwd + k_disc
             tv_floor = TIME_VALUE_RTOL * noise_scale
         else:
@@ -627,16 +627,16 @@ def _iv_greeks_kernel(
             pdf2 = pdf1 * (s_fwd / k_disc)
         else:
             pdf2 = _INV_SQRT_2PI * math.exp(-0.5 * d2 * d2)
-        nd1 = _norm_cdf_from_pdf(theta_sign * d1, pdf1)
-        nd2 = _norm_cdf_from_pdf(theta_sign * d2, pdf2)
+        nd1 = _norm_cdf_from_pdf(cp_sign * d1, pdf1)
+        nd2 = _norm_cdf_from_pdf(cp_sign * d2, pdf2)
         out[0, i] = sigma
-        out[1, i] = theta_sign * df_q * nd1
+        out[1, i] = cp_sign * df_q * nd1
         out[2, i] = df_q * pdf1 / (S * s)
         out[3, i] = (
-            -s_fwd * pdf1 * s / (2.0 * T) + theta_sign * (q * s_fwd * nd1 - r * k_disc * nd2)
+            -s_fwd * pdf1 * s / (2.0 * T) + cp_sign * (q * s_fwd * nd1 - r * k_disc * nd2)
         ) / DAYS_PER_YEAR
         out[4, i] = vega_raw * 0.01
-        out[5, i] = theta_sign * T * k_disc * nd2 * 0.01
+        out[5, i] = cp_sign * T * k_disc * nd2 * 0.01
         status[i] = _OK
 
 

@@ -1,6 +1,7 @@
 """Raw assets: underlying minute bars, option contracts and their bars, VIX, news."""
 
 import datetime as dt
+from collections.abc import Callable
 
 import pandas as pd
 from dagster import (
@@ -23,6 +24,7 @@ from spy_assets.defs.common import (
 )
 from spy_assets.defs.resources import MarketDataResource, ResearchSettings, StorageResource
 from spy_assets.errors import AuthError, SkippableError
+from spy_assets.sources.base import MarketSource
 from spy_assets.storage import NEWS_ARTICLES, VIX_MINUTE_BARS, Dataset, Storage, dataset
 
 VIX_TICKER = "I:VIX"
@@ -46,6 +48,24 @@ def _to_fetch(
     return [s for s in sessions if s not in stored], stored
 
 
+def _ingest_missing(
+    context: AssetExecutionContext,
+    config: IngestConfig,
+    storage: StorageResource,
+    market: MarketDataResource,
+    ds: Dataset,
+    read: Callable[[MarketSource, list[dt.date]], dict[dt.date, pd.DataFrame]],
+    **store_kwargs: object,
+) -> MaterializeResult:
+    """Read the run's sessions that are not stored yet (all of them with ``refetch``) in one
+    call of ``read``, and store them session by session."""
+    timer, store, source = Timer(), storage.get(), market.build()
+    fetch, kept = _to_fetch(store, ds, run_sessions(context), config.refetch)
+    frames = read(source, fetch) if fetch else {}
+    return store_sessions(context, store, ds, frames, source=source.name, timer=timer,
+                          stats=source.stats, reused=kept, **store_kwargs)
+
+
 def underlying_assets(underlying: str) -> list[object]:
     """The raw assets and checks of one underlying, under the key prefix ``<underlying>``."""
     prefix = underlying.lower()
@@ -66,15 +86,12 @@ def underlying_assets(underlying: str) -> list[object]:
         storage: StorageResource,
         market: MarketDataResource,
     ) -> MaterializeResult:
-        timer, store, source = Timer(), storage.get(), market.build()
-        fetch, kept = _to_fetch(store, bars_ds, run_sessions(context), config.refetch)
-        frames: dict[dt.date, pd.DataFrame] = {}
-        if fetch:
+        def read(source: MarketSource, fetch: list[dt.date]) -> dict[dt.date, pd.DataFrame]:
             bars = source.stock_bars(underlying, fetch[0], fetch[-1])
             bars.insert(0, "ticker", underlying.upper())
-            frames = ingest.split_sessions(bars, fetch)
-        return store_sessions(context, store, bars_ds, frames, source=source.name, timer=timer,
-                              stats=source.stats, reused=kept)
+            return ingest.split_sessions(bars, fetch)
+
+        return _ingest_missing(context, config, storage, market, bars_ds, read)
 
     @session_asset(
         AssetKey([prefix, "option_contracts"]),
@@ -196,13 +213,10 @@ def vix_minute_bars(
     storage: StorageResource,
     market: MarketDataResource,
 ) -> MaterializeResult:
-    timer, store, source = Timer(), storage.get(), market.build()
-    fetch, kept = _to_fetch(store, VIX_MINUTE_BARS, run_sessions(context), config.refetch)
-    frames = {}
-    if fetch:
-        frames = ingest.split_sessions(source.index_bars(VIX_TICKER, fetch[0], fetch[-1]), fetch)
-    return store_sessions(context, store, VIX_MINUTE_BARS, frames, source=source.name,
-                          timer=timer, stats=source.stats, reused=kept)
+    def read(source: MarketSource, fetch: list[dt.date]) -> dict[dt.date, pd.DataFrame]:
+        return ingest.split_sessions(source.index_bars(VIX_TICKER, fetch[0], fetch[-1]), fetch)
+
+    return _ingest_missing(context, config, storage, market, VIX_MINUTE_BARS, read)
 
 
 def news_asset(tickers: list[str]) -> AssetsDefinition:
@@ -219,16 +233,13 @@ def news_asset(tickers: list[str]) -> AssetsDefinition:
         storage: StorageResource,
         market: MarketDataResource,
     ) -> MaterializeResult:
-        timer, store, source = Timer(), storage.get(), market.build()
-        fetch, kept = _to_fetch(store, NEWS_ARTICLES, run_sessions(context), config.refetch)
-        frames = {}
-        if fetch:
+        def read(source: MarketSource, fetch: list[dt.date]) -> dict[dt.date, pd.DataFrame]:
             lo, hi = ingest.news_window(fetch[0])[0], ingest.news_window(fetch[-1])[1]
             articles = pd.concat([source.news(t, lo, hi) for t in tickers], ignore_index=True)
-            frames = ingest.split_news(articles, fetch)
-        return store_sessions(context, store, NEWS_ARTICLES, frames, source=source.name,
-                              timer=timer, stats=source.stats, reused=kept,
-                              params={"tickers": tickers})
+            return ingest.split_news(articles, fetch)
+
+        return _ingest_missing(context, config, storage, market, NEWS_ARTICLES, read,
+                               params={"tickers": tickers})
 
     return news_articles
 

@@ -69,14 +69,26 @@ def spy_like_chain(n: int, seed: int) -> pd.DataFrame:
     price = np.where((u >= 0.006) & (u < 0.008), lower - 0.05, price)
     price = np.where((u >= 0.008) & (u < 0.010), upper + 0.01, price)
     return pd.DataFrame(
-        {"price": price, "spot": spot, "strike": strike, "t": t, "sigma": sigma,
-         "is_call": is_call, "zero_dte": zero_dte}
+        {
+            "price": price,
+            "spot": spot,
+            "strike": strike,
+            "t": t,
+            "sigma": sigma,
+            "is_call": is_call,
+            "zero_dte": zero_dte,
+        }
     )
 
 
 def run_ours(chain: pd.DataFrame) -> pd.DataFrame:
     return implied_vol_and_greeks(
-        chain["price"], chain["spot"], chain["strike"], chain["t"], RATE, DIV_YIELD,
+        chain["price"],
+        chain["spot"],
+        chain["strike"],
+        chain["t"],
+        RATE,
+        DIV_YIELD,
         chain["is_call"],
     )
 

@@ -44,8 +44,9 @@ def main() -> None:
     started = time.perf_counter()
     rows: list[tuple[str, int, int, str]] = []
     with VendorServer(market, api_key=KEY) as server:
-        source = MassiveSource(KEY, server.base_url, requests_per_minute=None,
-                               bucket=TokenBucket(None))
+        source = MassiveSource(
+            KEY, server.base_url, requests_per_minute=None, bucket=TokenBucket(None)
+        )
 
         def count(label: str, read) -> object:
             before = source.stats.requests
@@ -56,18 +57,29 @@ def main() -> None:
             rows.append((label, n, size, _duration(n)))
             return result
 
-        spy = count("SPY minute bars (1 ranged read)",
-                    lambda: source.stock_bars("SPY", sessions[0], sessions[-1]))
-        count("VIX minute bars (1 ranged read)",
-              lambda: source.index_bars("I:VIX", sessions[0], sessions[-1]))
+        spy = count(
+            "SPY minute bars (1 ranged read)",
+            lambda: source.stock_bars("SPY", sessions[0], sessions[-1]),
+        )
+        count(
+            "VIX minute bars (1 ranged read)",
+            lambda: source.index_bars("I:VIX", sessions[0], sessions[-1]),
+        )
 
         # The open of each session's first regular bar picks that day's contracts (SPEC §3).
-        regular = spy[spy["timestamp"].isin(
-            pd.DatetimeIndex([calendar.session_open(s) for s in sessions]))]
-        opens = dict(zip([t.tz_convert(calendar.MARKET_TZ).date() for t in regular["timestamp"]],
-                         regular["open"], strict=True))
-        contract_days = [(c.ticker, s) for s in sessions
-                         for c in select_contracts("SPY", s, opens[s])]
+        regular = spy[
+            spy["timestamp"].isin(pd.DatetimeIndex([calendar.session_open(s) for s in sessions]))
+        ]
+        opens = dict(
+            zip(
+                [t.tz_convert(calendar.MARKET_TZ).date() for t in regular["timestamp"]],
+                regular["open"],
+                strict=True,
+            )
+        )
+        contract_days = [
+            (c.ticker, s) for s in sessions for c in select_contracts("SPY", s, opens[s])
+        ]
 
         def option_reads():
             total = None
@@ -82,12 +94,23 @@ def main() -> None:
             return total
 
         options = count(f"option bars ({len(contract_days)} contract-days, 0DTE)", option_reads)
-        count("news (1 ranged read)", lambda: source.news(
-            "SPY", calendar.session_open(sessions[0]) - pd.Timedelta(days=1),
-            calendar.session_close(sessions[-1])))
-        count("contract discovery, optional (1 per session)", lambda: pd.concat(
-            [source.option_contracts("SPY", s, s, opens[s] * 0.99, opens[s] * 1.01)
-             for s in sessions]))
+        count(
+            "news (1 ranged read)",
+            lambda: source.news(
+                "SPY",
+                calendar.session_open(sessions[0]) - pd.Timedelta(days=1),
+                calendar.session_close(sessions[-1]),
+            ),
+        )
+        count(
+            "contract discovery, optional (1 per session)",
+            lambda: pd.concat(
+                [
+                    source.option_contracts("SPY", s, s, opens[s] * 0.99, opens[s] * 1.01)
+                    for s in sessions
+                ]
+            ),
+        )
         server_seen = len(server.requests)
     elapsed = time.perf_counter() - started
 
@@ -98,11 +121,15 @@ def main() -> None:
     required = sum(n for label, n, _, _ in rows if "optional" not in label)
     print(f"{'total without discovery':<48}{required:>10,}{'':>12}   {_duration(required)}")
     per_session = 2 * len(sessions) + len(contract_days)
-    print(f"\nper-session reads instead (SPY + VIX + options): {per_session:,} requests, "
-          f"{_duration(per_session)}")
-    print(f"option contract-days with errors: {len(options.errors)}; "
-          f"server saw {server_seen:,} requests; retries {source.stats.retries}; "
-          f"ran in {elapsed:.1f} s")
+    print(
+        f"\nper-session reads instead (SPY + VIX + options): {per_session:,} requests, "
+        f"{_duration(per_session)}"
+    )
+    print(
+        f"option contract-days with errors: {len(options.errors)}; "
+        f"server saw {server_seen:,} requests; retries {source.stats.retries}; "
+        f"ran in {elapsed:.1f} s"
+    )
     assert server_seen == source.stats.requests
     assert rows[0][1] == math.ceil(rows[0][2] / 50_000) and rows[1][1] <= 3
 

@@ -75,16 +75,20 @@ def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = 
     from spy_assets.definitions import defs
     from spy_assets.defs.runs import failure_summary, materialize_sessions
 
-    print(f"Materializing {len(sessions)} session(s) {sessions[0]} … {sessions[-1]} "
-          f"into {_data_dir()} (Dagster instance: {os.environ['DAGSTER_HOME']})", flush=True)
+    print(
+        f"Materializing {len(sessions)} session(s) {sessions[0]} … {sessions[-1]} "
+        f"into {_data_dir()} (Dagster instance: {os.environ['DAGSTER_HOME']})",
+        flush=True,
+    )
 
     def progress(first: dt.date, last: dt.date, result: object) -> None:
         state = "ok" if result.success else "FAILED"
         print(f"  run {result.run_id[:8]} {first} … {last}: {state}", flush=True)
 
     with DagsterInstance.get() as instance:
-        results = materialize_sessions(defs, sessions, instance, chunk=args.chunk,
-                                       log_level=args.log_level, on_chunk=progress)
+        results = materialize_sessions(
+            defs, sessions, instance, chunk=args.chunk, log_level=args.log_level, on_chunk=progress
+        )
     failed = [r for r in results if not r.success]
     if failed:
         print("\nThe run stopped:", file=sys.stderr)
@@ -101,9 +105,9 @@ def summary_table(data_dir: Path) -> str:
     from spy_assets.storage import Storage
 
     storage = Storage(data_dir)
-    tables = storage.query(
-        "SELECT table_name FROM information_schema.tables ORDER BY table_name"
-    )["table_name"].tolist()
+    tables = storage.query("SELECT table_name FROM information_schema.tables ORDER BY table_name")[
+        "table_name"
+    ].tolist()
     lines = [f"{'dataset (DuckDB view)':<28}{'sessions':>9}{'rows':>10}  first … last session"]
     for name in tables:
         row = storage.query(
@@ -112,8 +116,10 @@ def summary_table(data_dir: Path) -> str:
             f'FROM "{name}"'
         ).iloc[0]
         lines.append(f"{name:<28}{int(row.s):>9}{int(row.n):>10}  {row.lo} … {row.hi}")
-    lines.append(f"\nQuery it: uv run spy-assets query \"SELECT * FROM spy_minute_bars LIMIT 5\""
-                 f"  (catalog: {storage.catalog_path})")
+    lines.append(
+        f'\nQuery it: uv run spy-assets query "SELECT * FROM spy_minute_bars LIMIT 5"'
+        f"  (catalog: {storage.catalog_path})"
+    )
     return "\n".join(lines)
 
 
@@ -189,8 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--chunk", type=int, default=21, help="sessions per run (default 21)")
-        p.add_argument("--log-level", default="CRITICAL",
-                       help="Dagster console log level (INFO shows each session)")
+        p.add_argument(
+            "--log-level",
+            default="CRITICAL",
+            help="Dagster console log level (INFO shows each session)",
+        )
 
     demo = sub.add_parser("demo", help="build the last sessions of the demo window and report")
     demo.add_argument("--sessions", type=int, default=DEMO_SESSIONS)

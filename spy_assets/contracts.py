@@ -54,9 +54,7 @@ def parse_ticker(ticker: str) -> OptionContract:
     """The inverse of :func:`build_ticker`; raises ValueError on anything else."""
     match = _TICKER_RE.match(ticker)
     if not match:
-        raise ValueError(
-            f"{ticker!r} is not an option ticker like O:SPY250321C00594000"
-        )
+        raise ValueError(f"{ticker!r} is not an option ticker like O:SPY250321C00594000")
     expiration = dt.datetime.strptime(match["date"], "%y%m%d").date()
     return OptionContract(
         underlying=match["root"],

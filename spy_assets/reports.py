@@ -11,16 +11,15 @@ from spy_assets.analytics.scanner import ScanReport, scan_report
 from spy_assets.storage import Storage, dataset
 
 
-def scan_report_for(
-    storage: Storage, underlying: str, sessions: Sequence[dt.date]
-) -> ScanReport:
+def scan_report_for(storage: Storage, underlying: str, sessions: Sequence[dt.date]) -> ScanReport:
     """The report over the stored features (the bars) and scan events of these sessions.
 
     Sessions with nothing stored are skipped; the report counts what is there.
     """
     features_ds, events_ds = dataset(underlying, "features"), dataset(underlying, "scan_events")
-    stored = [s for s in sessions if storage.exists(features_ds, s) and storage.exists(
-        events_ds, s)]
+    stored = [
+        s for s in sessions if storage.exists(features_ds, s) and storage.exists(events_ds, s)
+    ]
     bars = storage.read_sessions(features_ds, stored)
     events = storage.read_sessions(events_ds, stored)
     if bars.empty:

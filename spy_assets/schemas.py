@@ -25,15 +25,25 @@ def _in_window(lo: pd.Timestamp, hi: pd.Timestamp) -> pa.Check:
 
 def _bar_checks() -> list[pa.Check]:
     return [
-        pa.Check(lambda df: df["high"] >= df[["open", "close"]].max(axis=1),
-                 name="high_ge_open_close", error="high < max(open, close)"),
-        pa.Check(lambda df: df["low"] <= df[["open", "close"]].min(axis=1),
-                 name="low_le_open_close", error="low > min(open, close)"),
+        pa.Check(
+            lambda df: df["high"] >= df[["open", "close"]].max(axis=1),
+            name="high_ge_open_close",
+            error="high < max(open, close)",
+        ),
+        pa.Check(
+            lambda df: df["low"] <= df[["open", "close"]].min(axis=1),
+            name="low_le_open_close",
+            error="low > min(open, close)",
+        ),
     ]
 
 
-def minute_bars_schema(session: dt.date, with_ticker: bool = True, trades: bool = True,
-                       key: tuple[str, ...] = ("ticker", "timestamp")) -> pa.DataFrameSchema:
+def minute_bars_schema(
+    session: dt.date,
+    with_ticker: bool = True,
+    trades: bool = True,
+    key: tuple[str, ...] = ("ticker", "timestamp"),
+) -> pa.DataFrameSchema:
     """Bars of the regular session: positive prices, coherent high/low, unique key."""
     lo, hi = calendar.session_open(session), calendar.session_close(session)
     columns: dict[str, pa.Column] = {
@@ -131,10 +141,12 @@ class Validation:
 
 def _fold(group: pd.DataFrame) -> pd.Series:
     if len(group) == 1:
-        return pd.Series({"column": group["column"].iloc[0],
-                          "failure_case": str(group["failure_case"].iloc[0])})
-    values = ", ".join(f"{c}={v}" for c, v in zip(group["column"], group["failure_case"],
-                                                  strict=True))
+        return pd.Series(
+            {"column": group["column"].iloc[0], "failure_case": str(group["failure_case"].iloc[0])}
+        )
+    values = ", ".join(
+        f"{c}={v}" for c, v in zip(group["column"], group["failure_case"], strict=True)
+    )
     return pd.Series({"column": "(row)", "failure_case": values})
 
 
@@ -154,12 +166,17 @@ def validate(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> Validation:
         return Validation(False, len(frame), failures.reset_index(drop=True))
     except SchemaError as exc:  # pragma: no cover - lazy=True reports through SchemaErrors
         failures = pd.DataFrame(
-            {"column": [str(exc.schema.name)], "check": [str(exc)], "row": [None],
-             "failure_case": [""]}
+            {
+                "column": [str(exc.schema.name)],
+                "check": [str(exc)],
+                "row": [None],
+                "failure_case": [""],
+            }
         )
         return Validation(False, len(frame), failures)
-    return Validation(True, len(frame), pd.DataFrame(columns=["column", "check", "row",
-                                                              "failure_case"]))
+    return Validation(
+        True, len(frame), pd.DataFrame(columns=["column", "check", "row", "failure_case"])
+    )
 
 
 def features_schema(session: dt.date) -> pa.DataFrameSchema:
@@ -177,8 +194,13 @@ def features_schema(session: dt.date) -> pa.DataFrameSchema:
             "delta": pa.Column(float, pa.Check.in_range(-1.0, 1.0), nullable=True),
             "iv_status": pa.Column(str, pa.Check.isin(list(IV_STATUSES))),
         },
-        checks=[pa.Check(lambda df: df["iv"].notna() == (df["iv_status"] == "ok"),
-                         name="iv_nan_iff_flagged", error="IV is NaN exactly when flagged")],
+        checks=[
+            pa.Check(
+                lambda df: df["iv"].notna() == (df["iv_status"] == "ok"),
+                name="iv_nan_iff_flagged",
+                error="IV is NaN exactly when flagged",
+            )
+        ],
         unique=["contract", "timestamp"],
         strict=False,
     )
@@ -197,11 +219,19 @@ def scan_events_schema(session: dt.date) -> pa.DataFrameSchema:
             "run_minutes": pa.Column(float, pa.Check.ge(1)),
         },
         checks=[
-            pa.Check(lambda df: df["trigger_price"] >= (1 + df["threshold"]) * df[
-                "reference_price"] * (1 - 1e-9), name="trigger_meets_threshold",
-                error="trigger below (1 + θ) × reference"),
-            pa.Check(lambda df: df["peak_price"] >= df["trigger_price"], name="peak_ge_trigger",
-                     error="peak below the trigger"),
+            pa.Check(
+                lambda df: (
+                    df["trigger_price"]
+                    >= (1 + df["threshold"]) * df["reference_price"] * (1 - 1e-9)
+                ),
+                name="trigger_meets_threshold",
+                error="trigger below (1 + θ) × reference",
+            ),
+            pa.Check(
+                lambda df: df["peak_price"] >= df["trigger_price"],
+                name="peak_ge_trigger",
+                error="peak below the trigger",
+            ),
         ],
         unique=["contract", "trigger_time"],
         strict=False,

@@ -130,8 +130,12 @@ class Storage:
             for k, v in (provenance or {}).items()
         }
         if extra:
-            table = table.replace_schema_metadata({**(table.schema.metadata or {}), **{
-                k.encode(): v.encode() for k, v in extra.items()}})
+            table = table.replace_schema_metadata(
+                {
+                    **(table.schema.metadata or {}),
+                    **{k.encode(): v.encode() for k, v in extra.items()},
+                }
+            )
         target = self.partition_path(ds, session)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=".data.", suffix=".parquet.tmp", dir=target.parent)
@@ -184,7 +188,7 @@ class Storage:
         except (pa.ArrowException, OSError) as exc:
             raise CorruptPartitionError(f"{path} cannot be read: {exc}") from None
         return {
-            k.decode()[len(_METADATA_PREFIX):]: json.loads(v)
+            k.decode()[len(_METADATA_PREFIX) :]: json.loads(v)
             for k, v in meta.items()
             if k.decode().startswith(_METADATA_PREFIX)
         }

@@ -69,6 +69,9 @@ def test_years_to_expiry_runs_to_the_real_close():
 
 def test_last_sessions_and_neighbours():
     assert calendar.last_sessions(3, dt.date(2025, 11, 30)) == [
-        dt.date(2025, 11, 25), dt.date(2025, 11, 26), dt.date(2025, 11, 28)]
+        dt.date(2025, 11, 25),
+        dt.date(2025, 11, 26),
+        dt.date(2025, 11, 28),
+    ]
     assert calendar.next_session(dt.date(2025, 11, 26)) == dt.date(2025, 11, 28)
     assert calendar.previous_session(dt.date(2025, 1, 10)) == dt.date(2025, 1, 8)

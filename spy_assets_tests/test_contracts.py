@@ -15,9 +15,10 @@ def test_whole_dollar_default():
     assert contracts.select_strikes(593.88) == ([594.0, 595.0], [593.0, 592.0])
 
 
-@pytest.mark.parametrize(("s0", "k", "call", "put"), [(594.0, 1.0, 595.0, 593.0),
-                                                       (593.5, 0.5, 594.0, 593.0),
-                                                       (600.0, 0.5, 600.5, 599.5)])
+@pytest.mark.parametrize(
+    ("s0", "k", "call", "put"),
+    [(594.0, 1.0, 595.0, 593.0), (593.5, 0.5, 594.0, 593.0), (600.0, 0.5, 600.5, 599.5)],
+)
 def test_open_on_a_strike_moves_both_sides_out(s0, k, call, put):
     assert contracts.first_strikes(s0, k) == (call, put)
 
@@ -63,10 +64,15 @@ def test_expiry_conventions():
 def test_select_contracts_builds_calls_and_puts():
     picked = contracts.select_contracts("spy", dt.date(2025, 11, 26), 593.88, 0.5, 2)
     assert [c.ticker for c in picked] == [
-        "O:SPY251126C00594000", "O:SPY251126C00594500",
-        "O:SPY251126P00593500", "O:SPY251126P00593000"]
+        "O:SPY251126C00594000",
+        "O:SPY251126C00594500",
+        "O:SPY251126P00593500",
+        "O:SPY251126P00593000",
+    ]
 
 
 def test_strike_matching_tolerates_float_noise():
-    assert contracts.match_strikes([593.4999999, 594.0, 600.0], [593.5, 594.0]) == [593.4999999,
-                                                                                   594.0]
+    assert contracts.match_strikes([593.4999999, 594.0, 600.0], [593.5, 594.0]) == [
+        593.4999999,
+        594.0,
+    ]

@@ -26,9 +26,7 @@ def _grid() -> pd.DataFrame:
     strikes = S0 * np.array([0.9, 0.97, 0.99, 0.998, 1.0, 1.002, 1.01, 1.03, 1.1])
     tenors = [MINUTE, 30 * MINUTE, 390 * MINUTE, 1 / 365, 7 / 365, 30 / 365, 60 / 365, 1.0]
     vols = [0.08, 0.2, 0.5, 0.8]
-    rows = [
-        (k, t, v, c) for k in strikes for t in tenors for v in vols for c in (True, False)
-    ]
+    rows = [(k, t, v, c) for k in strikes for t in tenors for v in vols for c in (True, False)]
     grid = pd.DataFrame(rows, columns=["strike", "t", "sigma", "is_call"])
     grid["price"] = bs_price(S0, grid.strike, grid.t, R, Q, grid.sigma, grid.is_call)
     return grid
@@ -49,8 +47,13 @@ def test_output_columns_dtypes_and_statuses() -> None:
     assert res["iv_status"].dtype == "str"
     assert set(res["iv_status"]) <= set(gk.IV_STATUSES)
     assert gk.IV_STATUSES == (
-        "ok", "bad_input", "expired", "below_intrinsic", "above_upper_bound",
-        "no_time_value", "no_convergence",
+        "ok",
+        "bad_input",
+        "expired",
+        "below_intrinsic",
+        "above_upper_bound",
+        "no_time_value",
+        "no_convergence",
     )
 
 
@@ -176,8 +179,13 @@ def test_each_status_from_a_hand_made_row_leaves_the_batch_alone() -> None:
         (dict(good, strike=560.0, price=intrinsic * (1 + 1e-14)), "no_time_value"),
         # deep ITM 0DTE put: its time value (~1e-40) is far below the price's rounding
         (
-            dict(good, strike=640.0, t=MINUTE, is_call=False,
-                 price=float(bs_price(S0, 640.0, MINUTE, R, Q, 0.2, False))),
+            dict(
+                good,
+                strike=640.0,
+                t=MINUTE,
+                is_call=False,
+                price=float(bs_price(S0, 640.0, MINUTE, R, Q, 0.2, False)),
+            ),
             "no_time_value",
         ),
         (dict(good, price=3.0, is_call=True), "ok"),
@@ -199,12 +207,15 @@ def test_each_status_from_a_hand_made_row_leaves_the_batch_alone() -> None:
 
 def test_no_convergence_when_the_solver_budget_runs_out() -> None:
     price = bs_price(S0, [600.0, 585.0], 1 / 365, R, Q, 0.2, [True, False])
-    res = implied_vol_and_greeks(price, S0, [600.0, 585.0], 1 / 365, R, Q, [True, False],
-                                 max_iterations=0)
+    res = implied_vol_and_greeks(
+        price, S0, [600.0, 585.0], 1 / 365, R, Q, [True, False], max_iterations=0
+    )
     assert res["iv_status"].tolist() == ["no_convergence"] * 2
     assert res[list(gk.GREEK_COLUMNS)].isna().all().all()
-    assert (implied_vol_and_greeks(price, S0, [600.0, 585.0], 1 / 365, R, Q, [True, False])
-            ["iv_status"] == "ok").all()
+    assert (
+        implied_vol_and_greeks(price, S0, [600.0, 585.0], 1 / 365, R, Q, [True, False])["iv_status"]
+        == "ok"
+    ).all()
 
 
 def test_missing_call_flag_is_bad_input() -> None:
@@ -253,7 +264,12 @@ def test_series_inputs_with_a_non_default_index_are_positional() -> None:
     t = pd.Series(grid.t.to_numpy(), index=np.arange(len(grid)) * 3 + 100)
     res = implied_vol_and_greeks(price, S0, strike, t, R, Q, grid.is_call)
     plain = implied_vol_and_greeks(
-        grid.price.to_numpy(), S0, grid.strike.to_numpy(), grid.t.to_numpy(), R, Q,
+        grid.price.to_numpy(),
+        S0,
+        grid.strike.to_numpy(),
+        grid.t.to_numpy(),
+        R,
+        Q,
         grid.is_call.to_numpy(),
     )
     assert res.index.equals(index)

@@ -46,8 +46,9 @@ def test_redact_leaves_other_text_alone():
 
 
 def _record(msg, *args, exc_info=None):
-    return logging.LogRecord("urllib3.connectionpool", logging.DEBUG, __file__, 1, msg, args,
-                             exc_info)
+    return logging.LogRecord(
+        "urllib3.connectionpool", logging.DEBUG, __file__, 1, msg, args, exc_info
+    )
 
 
 def test_filter_scrubs_message_args_and_exception_text():
@@ -88,11 +89,19 @@ def test_the_key_never_reaches_logs_exceptions_or_stats(caplog):
     for name in ("urllib3", "urllib3.connectionpool", "RESTClient", "spy_assets"):
         caplog.set_level(logging.DEBUG, logger=name)
     sleeps = []
-    with VendorServer(SyntheticMarket(), api_key=SECRET, page_size=150,
-                      echo_key_in_next_url=True) as server:
-        source = MassiveSource(SECRET, server.base_url, requests_per_minute=None,
-                               bucket=TokenBucket(None), read_timeout=0.3, backoff_base=0.01,
-                               max_attempts=3, sleep=sleeps.append)
+    with VendorServer(
+        SyntheticMarket(), api_key=SECRET, page_size=150, echo_key_in_next_url=True
+    ) as server:
+        source = MassiveSource(
+            SECRET,
+            server.base_url,
+            requests_per_minute=None,
+            bucket=TokenBucket(None),
+            read_timeout=0.3,
+            backoff_base=0.01,
+            max_attempts=3,
+            sleep=sleeps.append,
+        )
         server.add_fault("503", nth=2)
         server.add_fault("slow", nth=3, delay=0.6)
         server.add_fault("truncated", nth=5)
@@ -105,14 +114,20 @@ def test_the_key_never_reaches_logs_exceptions_or_stats(caplog):
         with pytest.raises(VendorUnavailableError) as unavailable:
             source.index_bars("I:VIX", DAY, DAY)
 
-        wrong = MassiveSource(SECRET + "-old", server.base_url, requests_per_minute=None,
-                              bucket=TokenBucket(None), sleep=sleeps.append)
+        wrong = MassiveSource(
+            SECRET + "-old",
+            server.base_url,
+            requests_per_minute=None,
+            bucket=TokenBucket(None),
+            sleep=sleeps.append,
+        )
         with pytest.raises(AuthError) as refused:
             wrong.stock_bars("SPY", DAY, DAY)
 
     # massive's own logger, as with trace=True: the headers carry the key.
-    logging.getLogger("RESTClient").info("Request Headers: %s",
-                                         {"Authorization": f"Bearer {SECRET}"})
+    logging.getLogger("RESTClient").info(
+        "Request Headers: %s", {"Authorization": f"Bearer {SECRET}"}
+    )
     logging.getLogger("spy_assets.sources.vendor").error("oops", exc_info=unavailable.value)
 
     logs = _all_log_text(caplog)

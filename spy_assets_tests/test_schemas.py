@@ -30,8 +30,10 @@ def test_clean_bars_pass(bars):
         (lambda f: f.loc.__setitem__((4, "high"), f.loc[4, "low"] - 1), "high < max(open, close)"),
         (lambda f: f.loc.__setitem__((4, "low"), f.loc[4, "high"] + 1), "low > min(open, close)"),
         (lambda f: f.loc.__setitem__((4, "open"), 0.0), "price must be positive"),
-        (lambda f: f.loc.__setitem__((4, "timestamp"), pd.Timestamp("2025-11-28 18:30Z")),
-         "timestamp outside the session"),
+        (
+            lambda f: f.loc.__setitem__((4, "timestamp"), pd.Timestamp("2025-11-28 18:30Z")),
+            "timestamp outside the session",
+        ),
     ],
 )
 def test_each_rule_names_the_row(bars, corrupt, rule):

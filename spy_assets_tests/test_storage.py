@@ -14,8 +14,16 @@ BARS = dataset("SPY", "minute_bars")
 
 def _bars(n=5, start="2025-11-26 14:30"):
     ts = pd.date_range(start, periods=n, freq="1min", tz="UTC")
-    return pd.DataFrame({"ticker": "SPY", "timestamp": ts, "open": 600.0, "high": 601.0,
-                         "low": 599.0, "close": 600.5 + pd.RangeIndex(n) / 100})
+    return pd.DataFrame(
+        {
+            "ticker": "SPY",
+            "timestamp": ts,
+            "open": 600.0,
+            "high": 601.0,
+            "low": 599.0,
+            "close": 600.5 + pd.RangeIndex(n) / 100,
+        }
+    )
 
 
 def test_write_dedups_sorts_and_counts(tmp_path):
@@ -32,8 +40,12 @@ def test_rewrite_is_byte_identical_and_stamped(tmp_path):
     store = Storage(tmp_path)
     first = store.write(BARS, DAY, _bars(), {"code_version": "1", "params": {"k": 1.0}})
     digest = hashlib.sha256(first.path.read_bytes()).hexdigest()
-    again = store.write(BARS, DAY, _bars().sample(frac=1, random_state=3),
-                        {"code_version": "1", "params": {"k": 1.0}})
+    again = store.write(
+        BARS,
+        DAY,
+        _bars().sample(frac=1, random_state=3),
+        {"code_version": "1", "params": {"k": 1.0}},
+    )
     assert hashlib.sha256(again.path.read_bytes()).hexdigest() == digest
     assert store.provenance(BARS, DAY) == {"code_version": "1", "params": {"k": 1.0}}
 

@@ -45,8 +45,14 @@ def test_stock_bars_shape_and_u_shaped_activity():
     moves = {"edge": [], "mid": []}
     for session in calendar.sessions_between("2025-09-01", "2025-10-31"):
         b = SyntheticMarket().stock_bars("SPY", session, session)
-        r = np.diff(np.log(b[(b.timestamp >= calendar.session_open(session))
-                              & (b.timestamp < calendar.session_close(session))].close.to_numpy()))
+        r = np.diff(
+            np.log(
+                b[
+                    (b.timestamp >= calendar.session_open(session))
+                    & (b.timestamp < calendar.session_close(session))
+                ].close.to_numpy()
+            )
+        )
         moves["edge"].append(np.abs(np.r_[r[:30], r[-30:]]).mean())
         moves["mid"].append(np.abs(r[150:240]).mean())
     assert np.mean(moves["edge"]) > 1.5 * np.mean(moves["mid"])
@@ -64,8 +70,11 @@ def test_vix_has_no_volume_and_moves_against_spy():
 
 def test_far_strikes_trade_less_and_prices_respect_bounds():
     market = SyntheticMarket()
-    s0 = float(market.stock_bars("SPY", DAY, DAY).pipe(
-        lambda b: b[b.timestamp >= calendar.session_open(DAY)]).open.iloc[0])
+    s0 = float(
+        market.stock_bars("SPY", DAY, DAY)
+        .pipe(lambda b: b[b.timestamp >= calendar.session_open(DAY)])
+        .open.iloc[0]
+    )
     near = select_contracts("SPY", DAY, s0, 1.0, 1)[0]
     far = build_ticker("SPY", DAY, "call", round(s0 * 1.02))
     near_bars = market.option_bars(near.ticker, DAY, DAY)
@@ -75,8 +84,9 @@ def test_far_strikes_trade_less_and_prices_respect_bounds():
     assert (near_bars.close >= 0.01).all()
     assert (near_bars.high >= near_bars[["open", "close"]].max(axis=1)).all()
     # an expired contract has no bars after its expiry
-    assert market.option_bars(build_ticker("SPY", dt.date(2025, 11, 25), "call", s0), DAY,
-                              DAY).empty
+    assert market.option_bars(
+        build_ticker("SPY", dt.date(2025, 11, 25), "call", s0), DAY, DAY
+    ).empty
 
 
 def test_listed_contracts_cover_a_strike_band():

@@ -204,8 +204,7 @@ def test_401_is_not_retried(server, caplog):
     assert [r.status for r in server.requests] == [401]
     assert source.stats.retries == 0 and source.stats.skipped == 1
     assert "HTTP 401" in source.stats.skip_reasons[0]
-    assert any(r.levelno == logging.WARNING and "refused" in r.getMessage()
-               for r in caplog.records)
+    assert any(r.levelno == logging.WARNING and "refused" in r.getMessage() for r in caplog.records)
 
 
 def test_403_stops_a_batch_without_hammering(server, market):
@@ -225,12 +224,14 @@ def test_one_failing_contract_does_not_stop_the_others(server, market):
     server.add_fault("500", match=broken)
     server.add_fault("malformed", match=malformed)
     source = make_source(server, max_attempts=3)
-    batch = source.option_bars_many([broken, malformed, *good], DAY, dt.date(2025, 3, 7),
-                                    max_workers=3)
+    batch = source.option_bars_many(
+        [broken, malformed, *good], DAY, dt.date(2025, 3, 7), max_workers=3
+    )
     assert batch.ok == good
     for contract in good:
-        assert_frame_equal(batch.bars[contract],
-                           market.option_bars(contract, DAY, dt.date(2025, 3, 7)))
+        assert_frame_equal(
+            batch.bars[contract], market.option_bars(contract, DAY, dt.date(2025, 3, 7))
+        )
     assert "gave up after 3 attempt" in batch.errors[broken]
     assert "without close" in batch.errors[malformed]
     assert len(server.requests_for(broken)) == 3  # retried

@@ -36,8 +36,17 @@ from spy_assets.contracts import parse_ticker
 from spy_assets.sources.synthetic import SyntheticMarket
 
 FAULT_KINDS = (
-    "429", "500", "502", "503", "401", "403", "404",
-    "slow", "truncated", "reset", "malformed",
+    "429",
+    "500",
+    "502",
+    "503",
+    "401",
+    "403",
+    "404",
+    "slow",
+    "truncated",
+    "reset",
+    "malformed",
 )
 _AGGS_RE = re.compile(
     r"^/v2/aggs/ticker/(?P<ticker>[^/]+)/range/(?P<mult>\d+)/(?P<span>[a-z]+)"
@@ -143,8 +152,12 @@ class VendorServer:
         httpd.daemon_threads = True
         httpd.vendor = self  # type: ignore[attr-defined]
         self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, name="vendor-server",
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            name="vendor-server",
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -244,8 +257,14 @@ class VendorServer:
         try:
             match = _AGGS_RE.match(path)
             if match:
-                return self._aggs(match["ticker"], match["mult"], match["span"], match["start"],
-                                  match["end"], params)
+                return self._aggs(
+                    match["ticker"],
+                    match["mult"],
+                    match["span"],
+                    match["start"],
+                    match["end"],
+                    params,
+                )
             if path == "/v3/reference/options/contracts":
                 return self._contracts(params)
             if path == "/v2/reference/news":
@@ -253,10 +272,13 @@ class VendorServer:
         except (ValueError, KeyError) as exc:
             return _Reply(400, {"status": "ERROR", "request_id": _rid(), "error": str(exc)})
         except Exception as exc:  # a bug here must show up as a 500, not a dropped connection
-            return _Reply(500, {"status": "ERROR", "request_id": _rid(),
-                                "error": f"{type(exc).__name__}: {exc}"})
-        return _Reply(404, {"status": "NOT_FOUND", "request_id": _rid(),
-                            "message": _ERROR_TEXT[404]})
+            return _Reply(
+                500,
+                {"status": "ERROR", "request_id": _rid(), "error": f"{type(exc).__name__}: {exc}"},
+            )
+        return _Reply(
+            404, {"status": "NOT_FOUND", "request_id": _rid(), "message": _ERROR_TEXT[404]}
+        )
 
     def _next_url(self, path: str, query: dict[str, str]) -> str:
         if self.echo_key_in_next_url:
@@ -334,8 +356,18 @@ class VendorServer:
             for k in ("volume", "vwap", "open", "close", "high", "low", "transactions")
         )
         rows = [
-            json.dumps({"v": _num(v[i]), "vw": vw[i], "o": o[i], "c": c[i], "h": h[i],
-                        "l": lo[i], "t": t, "n": int(n[i])})
+            json.dumps(
+                {
+                    "v": _num(v[i]),
+                    "vw": vw[i],
+                    "o": o[i],
+                    "c": c[i],
+                    "h": h[i],
+                    "l": lo[i],
+                    "t": t,
+                    "n": int(n[i]),
+                }
+            )
             for i, t in enumerate(stamps)
         ]
         return stamps, rows
@@ -375,8 +407,10 @@ class VendorServer:
             found = [r for r in found if r["contract_type"] == params["contract_type"].lower()]
         sort = params.get("sort", "ticker")
         key = {"ticker": "contract", "strike_price": "strike", "expiration_date": "expiration"}
-        found.sort(key=lambda r: (r[key.get(sort, "contract")], r["contract"]),
-                   reverse=params.get("order", "asc") == "desc")
+        found.sort(
+            key=lambda r: (r[key.get(sort, "contract")], r["contract"]),
+            reverse=params.get("order", "asc") == "desc",
+        )
         page = found[offset : offset + self._page(limit)]
         payload: dict[str, Any] = {
             "results": [
@@ -398,8 +432,9 @@ class VendorServer:
         }
         if offset + len(page) < len(found):
             cursor = _encode_cursor({**params, "offset": offset + len(page)})
-            payload["next_url"] = self._next_url("/v3/reference/options/contracts",
-                                                 {"cursor": cursor})
+            payload["next_url"] = self._next_url(
+                "/v3/reference/options/contracts", {"cursor": cursor}
+            )
         return _Reply(200, payload)
 
     # news ------------------------------------------------------------------
@@ -411,8 +446,11 @@ class VendorServer:
             params = saved
         ticker = params.get("ticker", "SPY").upper()
         limit = min(int(params.get("limit", 10)), 1000)
-        bounds = {op: _ts(params[f"published_utc.{op}"])
-                  for op in ("gte", "gt", "lte", "lt") if f"published_utc.{op}" in params}
+        bounds = {
+            op: _ts(params[f"published_utc.{op}"])
+            for op in ("gte", "gt", "lte", "lt")
+            if f"published_utc.{op}" in params
+        }
         if "published_utc" in params:
             day = _ts(params["published_utc"]).normalize()
             bounds = {"gte": day, "lt": day + pd.Timedelta(days=1)}
@@ -426,8 +464,12 @@ class VendorServer:
         published = frame["published_utc"]
         mask = np.ones(len(frame), dtype=bool)
         for op, bound in bounds.items():
-            mask &= {"gte": published >= bound, "gt": published > bound,
-                     "lte": published <= bound, "lt": published < bound}[op].to_numpy()
+            mask &= {
+                "gte": published >= bound,
+                "gt": published > bound,
+                "lte": published <= bound,
+                "lt": published < bound,
+            }[op].to_numpy()
         frame = frame[mask].sort_values(["published_utc", "article_id"])
         if params.get("order", "desc") == "desc":  # the vendor's default: newest first
             frame = frame.iloc[::-1]
@@ -452,8 +494,11 @@ class VendorServer:
         status = int(rule.kind)
         error = {"status": "ERROR", "request_id": _rid(), "error": _ERROR_TEXT[status]}
         if status == 403:
-            error = {"status": "NOT_AUTHORIZED", "request_id": error["request_id"],
-                     "message": _ERROR_TEXT[403]}
+            error = {
+                "status": "NOT_AUTHORIZED",
+                "request_id": error["request_id"],
+                "message": _ERROR_TEXT[403],
+            }
         headers = {}
         if status in (429, 503) and rule.retry_after is not None:
             headers["Retry-After"] = str(rule.retry_after)
@@ -481,16 +526,24 @@ class _Handler(BaseHTTPRequestHandler):
         n, rule = vendor._admit(f"{path}?{unquote(parts.query)}")
         reply = vendor.fault_reply(rule) if rule is not None else None
         if reply is None and vendor.api_key not in (query_key, header_key):
-            reply = _Reply(401, {"status": "ERROR", "request_id": _rid(),
-                                 "error": _ERROR_TEXT[401]})
+            reply = _Reply(
+                401, {"status": "ERROR", "request_id": _rid(), "error": _ERROR_TEXT[401]}
+            )
         if reply is None:
             reply = vendor.route(path, params)
             if rule is not None and rule.kind == "malformed" and reply.status == 200:
                 reply = _malformed(reply)
-        vendor._record(RecordedRequest(
-            n, path, params, reply.status, rule.kind if rule else None,
-            header_key == vendor.api_key, query_key == vendor.api_key,
-        ))
+        vendor._record(
+            RecordedRequest(
+                n,
+                path,
+                params,
+                reply.status,
+                rule.kind if rule else None,
+                header_key == vendor.api_key,
+                query_key == vendor.api_key,
+            )
+        )
         body = reply.body if reply.body is not None else json.dumps(reply.payload).encode()
         kind = rule.kind if rule else None
         try:

@@ -26,16 +26,28 @@ from spy_assets.storage import NEWS_ARTICLES, VIX_MINUTE_BARS, dataset
 def analytics_assets(underlying: str) -> list[object]:
     """Features, scan events and training data of one underlying."""
     prefix = underlying.lower()
-    ds = {kind: dataset(underlying, kind) for kind in (
-        "minute_bars", "option_contracts", "option_minute_bars", "features", "scan_events",
-        "training_data")}
+    ds = {
+        kind: dataset(underlying, kind)
+        for kind in (
+            "minute_bars",
+            "option_contracts",
+            "option_minute_bars",
+            "features",
+            "scan_events",
+            "training_data",
+        )
+    }
 
     @session_asset(
         AssetKey([prefix, "features"]),
         group="analytics",
-        deps=[AssetKey([prefix, "option_minute_bars"]), AssetKey([prefix, "minute_bars"]),
-              AssetKey([prefix, "option_contracts"]), AssetKey(["vix", "minute_bars"]),
-              AssetKey(["news", "articles"])],
+        deps=[
+            AssetKey([prefix, "option_minute_bars"]),
+            AssetKey([prefix, "minute_bars"]),
+            AssetKey([prefix, "option_contracts"]),
+            AssetKey(["vix", "minute_bars"]),
+            AssetKey(["news", "articles"]),
+        ],
         description="One flat row per option per minute: the option bar, the underlying's bar, "
         "VIX and news as of that minute, IV and Greeks, indicators. No look-ahead.",
     )
@@ -60,9 +72,16 @@ def analytics_assets(underlying: str) -> list[object]:
             frames[session] = frame
             for status, count in frame["iv_status"].value_counts().items():
                 statuses[status] = statuses.get(status, 0) + int(count)
-        return store_sessions(context, store, ds["features"], frames, source="derived",
-                              timer=timer, params=params,
-                              extra={"iv_status_counts": MetadataValue.json(statuses)})
+        return store_sessions(
+            context,
+            store,
+            ds["features"],
+            frames,
+            source="derived",
+            timer=timer,
+            params=params,
+            extra={"iv_status_counts": MetadataValue.json(statuses)},
+        )
 
     @session_asset(
         AssetKey([prefix, "scan_events"]),
@@ -81,10 +100,14 @@ def analytics_assets(underlying: str) -> list[object]:
         frames = {s: events[events["session"] == s].drop(columns="session") for s in sessions}
         report = scan_report(bars, events, threshold=settings.scan_threshold)
         return store_sessions(
-            context, store, ds["scan_events"], frames, source="derived", timer=timer,
+            context,
+            store,
+            ds["scan_events"],
+            frames,
+            source="derived",
+            timer=timer,
             params={"threshold": settings.scan_threshold},
-            extra={"scan_report": MetadataValue.md(report.to_markdown()),
-                   "events": len(events)},
+            extra={"scan_report": MetadataValue.md(report.to_markdown()), "events": len(events)},
         )
 
     @session_asset(
@@ -104,26 +127,50 @@ def analytics_assets(underlying: str) -> list[object]:
             result = build_training_data(store.read(ds["features"], session), session)
             frames[session] = result.frame
             dropped[str(session)] = result.dropped_contract_days
-        return store_sessions(context, store, ds["training_data"], frames, source="derived",
-                              timer=timer, params=params,
-                              extra={"contract_days_dropped": MetadataValue.json(dropped)})
+        return store_sessions(
+            context,
+            store,
+            ds["training_data"],
+            frames,
+            source="derived",
+            timer=timer,
+            params=params,
+            extra={"contract_days_dropped": MetadataValue.json(dropped)},
+        )
 
     return [
         features,
         scan_events_asset,
         training_data,
-        schema_check(features, ds["features"], schemas.features_schema,
-                     "Feature rows inside the session, IV ≥ 0 or NaN with a reason, |delta| ≤ 1."),
-        schema_check(scan_events_asset, ds["scan_events"], schemas.scan_events_schema,
-                     "Events meet the threshold, peaks at or above triggers, unique triggers."),
-        schema_check(training_data, ds["training_data"], schemas.training_data_schema,
-                     "Training rows inside the session, targets positive or NaN."),
+        schema_check(
+            features,
+            ds["features"],
+            schemas.features_schema,
+            "Feature rows inside the session, IV ≥ 0 or NaN with a reason, |delta| ≤ 1.",
+        ),
+        schema_check(
+            scan_events_asset,
+            ds["scan_events"],
+            schemas.scan_events_schema,
+            "Events meet the threshold, peaks at or above triggers, unique triggers.",
+        ),
+        schema_check(
+            training_data,
+            ds["training_data"],
+            schemas.training_data_schema,
+            "Training rows inside the session, targets positive or NaN.",
+        ),
     ]
 
 
 def _bars_for_scan(features: pd.DataFrame) -> pd.DataFrame:
     if features.empty:
-        return pd.DataFrame({"contract": pd.Series(dtype=str), "session": pd.Series(dtype=object),
-                             "timestamp": pd.Series(dtype="datetime64[ms, UTC]"),
-                             "close": pd.Series(dtype=float)})
+        return pd.DataFrame(
+            {
+                "contract": pd.Series(dtype=str),
+                "session": pd.Series(dtype=object),
+                "timestamp": pd.Series(dtype="datetime64[ms, UTC]"),
+                "close": pd.Series(dtype=float),
+            }
+        )
     return features[["contract", "session", "timestamp", "close"]]

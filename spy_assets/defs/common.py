@@ -166,8 +166,9 @@ def schema_check(
             passed=not failures,
             severity=AssetCheckSeverity.ERROR,
             metadata=metadata,
-            description=None if not failures else f"{ds.name} failed its schema on "
-            + ", ".join(failures),
+            description=None
+            if not failures
+            else f"{ds.name} failed its schema on " + ", ".join(failures),
         )
 
     _check.__name__ = f"{ds.view_name}_schema"

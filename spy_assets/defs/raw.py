@@ -62,8 +62,17 @@ def _ingest_missing(
     timer, store, source = Timer(), storage.get(), market.build()
     fetch, kept = _to_fetch(store, ds, run_sessions(context), config.refetch)
     frames = read(source, fetch) if fetch else {}
-    return store_sessions(context, store, ds, frames, source=source.name, timer=timer,
-                          stats=source.stats, reused=kept, **store_kwargs)
+    return store_sessions(
+        context,
+        store,
+        ds,
+        frames,
+        source=source.name,
+        timer=timer,
+        stats=source.stats,
+        reused=kept,
+        **store_kwargs,
+    )
 
 
 def underlying_assets(underlying: str) -> list[object]:
@@ -122,19 +131,36 @@ def underlying_assets(underlying: str) -> list[object]:
                 from spy_assets.contracts import expiry_for
 
                 listed = source.option_contracts(
-                    underlying, session, expiry_for(session, settings.expiry_convention),
-                    s0 * 0.99, s0 * 1.01,
+                    underlying,
+                    session,
+                    expiry_for(session, settings.expiry_convention),
+                    s0 * 0.99,
+                    s0 * 1.01,
                 )
             frames[session], missing = ingest.contracts_frame(
-                underlying, session, s0, settings.strike_increment, settings.strikes_per_side,
-                settings.expiry_convention, listed,
+                underlying,
+                session,
+                s0,
+                settings.strike_increment,
+                settings.strikes_per_side,
+                settings.expiry_convention,
+                listed,
             )
             if missing:
                 unlisted[str(session)] = missing
                 context.log.warning(f"{session}: strikes {missing} are not listed by the vendor")
         extra = {"unlisted_strikes": MetadataValue.json(unlisted)} if unlisted else {}
-        return store_sessions(context, store, contracts_ds, frames, source=source.name,
-                              timer=timer, stats=source.stats, params=params, extra=extra)
+        return store_sessions(
+            context,
+            store,
+            contracts_ds,
+            frames,
+            source=source.name,
+            timer=timer,
+            stats=source.stats,
+            params=params,
+            extra=extra,
+        )
 
     @session_asset(
         AssetKey([prefix, "option_minute_bars"]),
@@ -169,27 +195,45 @@ def underlying_assets(underlying: str) -> list[object]:
                     continue
                 bars.insert(0, "contract", contract)
                 parts.append(bars)
-            frames[session] = (
-                pd.concat(parts, ignore_index=True) if parts
-                else _empty_option_bars()
-            )
+            frames[session] = pd.concat(parts, ignore_index=True) if parts else _empty_option_bars()
         extra = {
             "contracts_without_bars": MetadataValue.json(without_bars),
             "contracts_failed": MetadataValue.json(failed),
         }
-        return store_sessions(context, store, option_bars_ds, frames, source=source.name,
-                              timer=timer, stats=source.stats, extra=extra, reused=kept)
+        return store_sessions(
+            context,
+            store,
+            option_bars_ds,
+            frames,
+            source=source.name,
+            timer=timer,
+            stats=source.stats,
+            extra=extra,
+            reused=kept,
+        )
 
     return [
         minute_bars,
         option_contracts,
         option_minute_bars,
-        schema_check(minute_bars, bars_ds, schemas.minute_bars_schema,
-                     "Regular-session bars: positive prices, high/low coherent, unique minutes."),
-        schema_check(option_contracts, contracts_ds, schemas.option_contracts_schema,
-                     "Valid O: tickers, call/put, positive strikes, unexpired, unique."),
-        schema_check(option_minute_bars, option_bars_ds, schemas.option_bars_schema,
-                     "Option bars inside the session, coherent prices, unique per minute."),
+        schema_check(
+            minute_bars,
+            bars_ds,
+            schemas.minute_bars_schema,
+            "Regular-session bars: positive prices, high/low coherent, unique minutes.",
+        ),
+        schema_check(
+            option_contracts,
+            contracts_ds,
+            schemas.option_contracts_schema,
+            "Valid O: tickers, call/put, positive strikes, unexpired, unique.",
+        ),
+        schema_check(
+            option_minute_bars,
+            option_bars_ds,
+            schemas.option_bars_schema,
+            "Option bars inside the session, coherent prices, unique per minute.",
+        ),
     ]
 
 
@@ -238,8 +282,9 @@ def news_asset(tickers: list[str]) -> AssetsDefinition:
             articles = pd.concat([source.news(t, lo, hi) for t in tickers], ignore_index=True)
             return ingest.split_news(articles, fetch)
 
-        return _ingest_missing(context, config, storage, market, NEWS_ARTICLES, read,
-                               params={"tickers": tickers})
+        return _ingest_missing(
+            context, config, storage, market, NEWS_ARTICLES, read, params={"tickers": tickers}
+        )
 
     return news_articles
 
@@ -249,8 +294,16 @@ def shared_assets(tickers: list[str]) -> list[object]:
     return [
         vix_minute_bars,
         news_articles,
-        schema_check(vix_minute_bars, VIX_MINUTE_BARS, schemas.vix_bars_schema,
-                     "VIX bars inside the session, coherent prices, unique per minute."),
-        schema_check(news_articles, NEWS_ARTICLES, schemas.news_schema,
-                     "Articles inside the session's news window, unique ids."),
+        schema_check(
+            vix_minute_bars,
+            VIX_MINUTE_BARS,
+            schemas.vix_bars_schema,
+            "VIX bars inside the session, coherent prices, unique per minute.",
+        ),
+        schema_check(
+            news_articles,
+            NEWS_ARTICLES,
+            schemas.news_schema,
+            "Articles inside the session's news window, unique ids.",
+        ),
     ]

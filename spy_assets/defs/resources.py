@@ -25,8 +25,10 @@ class StorageResource(ConfigurableResource):
 class MarketDataResource(ConfigurableResource):
     """Which market the raw assets read: ``synthetic`` (offline, the default) or ``massive``."""
 
-    source: str = Field(default="auto", description="synthetic, massive, or auto (massive "
-                        "when an API key is set, else synthetic)")
+    source: str = Field(
+        default="auto",
+        description="synthetic, massive, or auto (massive when an API key is set, else synthetic)",
+    )
     seed: int = Field(default=7, description="Seed of the synthetic market.")
     api_key: str | None = Field(default=None, description="Vendor key; set it with EnvVar.")
     base_url: str = Field(default="https://api.massive.com", description="Vendor REST base URL.")
@@ -72,8 +74,10 @@ class ResearchSettings(ConfigurableResource):
     strike_increment: float = 1.0
     strikes_per_side: int = 2
     expiry_convention: str = ExpiryConvention.ZERO_DTE.value
-    selection_mode: str = Field(default="rule", description="rule, or discovery through the "
-                                "reference API within ±1% of the open")
+    selection_mode: str = Field(
+        default="rule",
+        description="rule, or discovery through the reference API within ±1% of the open",
+    )
     rate: float = 0.045
     dividend_yield: float = 0.013
     scan_threshold: float = 0.20
@@ -100,8 +104,9 @@ def default_resources() -> dict[str, object]:
         market_kwargs["seed"] = EnvVar.int("SPY_ASSETS_SEED")
     if os.environ.get("SPY_ASSETS_REQUESTS_PER_MINUTE"):
         market_kwargs["requests_per_minute"] = float(os.environ["SPY_ASSETS_REQUESTS_PER_MINUTE"])
-    storage_kwargs = {"root": EnvVar("SPY_ASSETS_DATA_DIR")} if os.environ.get(
-        "SPY_ASSETS_DATA_DIR") else {}
+    storage_kwargs = (
+        {"root": EnvVar("SPY_ASSETS_DATA_DIR")} if os.environ.get("SPY_ASSETS_DATA_DIR") else {}
+    )
     return {
         "storage": StorageResource(**storage_kwargs),
         "market": MarketDataResource(**market_kwargs),

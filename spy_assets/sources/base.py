@@ -93,5 +93,13 @@ def empty_frame(columns: list[str]) -> pd.DataFrame:
         "transactions": "Int64",
         "strike": "float64",
     }
-    return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "float64" if c in {
-        "open", "high", "low", "close", "vwap"} else "object")) for c in columns})
+    return pd.DataFrame(
+        {
+            c: pd.Series(
+                dtype=dtypes.get(
+                    c, "float64" if c in {"open", "high", "low", "close", "vwap"} else "object"
+                )
+            )
+            for c in columns
+        }
+    )

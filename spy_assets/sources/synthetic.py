@@ -92,10 +92,16 @@ class SyntheticMarket:
             }
         )
         # Sparse extended-hours prints, so consumers must pick the regular session themselves.
-        pre = _sparse_extended(rng, day.open[0], calendar.window_utc(session, extended=True)[0],
-                               day.minutes[0], 0.4)
-        post = _sparse_extended(rng, day.close[-1], day.minutes[-1] + pd.Timedelta(minutes=1),
-                                day.minutes[-1] + pd.Timedelta(minutes=61), 0.3)
+        pre = _sparse_extended(
+            rng, day.open[0], calendar.window_utc(session, extended=True)[0], day.minutes[0], 0.4
+        )
+        post = _sparse_extended(
+            rng,
+            day.close[-1],
+            day.minutes[-1] + pd.Timedelta(minutes=1),
+            day.minutes[-1] + pd.Timedelta(minutes=61),
+            0.3,
+        )
         return pd.concat([pre, regular, post], ignore_index=True)
 
     def index_bars(self, ticker: str, first: dt.date, last: dt.date) -> pd.DataFrame:
@@ -147,10 +153,16 @@ class SyntheticMarket:
         # intrinsic instead of jittering by a fixed share of the price.
         sigma = self.implied_vol(day.close, spec.strike, day.vix_close)
         noise = np.exp(rng.normal(0.0, 0.02, (2, n)))
-        close = _tick(bs_price(day.close, spec.strike, t_end, self.rate, self.div_yield,
-                               sigma * noise[0], is_call))
-        opn = _tick(bs_price(day.open, spec.strike, t_start, self.rate, self.div_yield,
-                             sigma * noise[1], is_call))
+        close = _tick(
+            bs_price(
+                day.close, spec.strike, t_end, self.rate, self.div_yield, sigma * noise[0], is_call
+            )
+        )
+        opn = _tick(
+            bs_price(
+                day.open, spec.strike, t_start, self.rate, self.div_yield, sigma * noise[1], is_call
+            )
+        )
         up = bs_price(day.high, spec.strike, t_end, self.rate, self.div_yield, sigma, is_call)
         down = bs_price(day.low, spec.strike, t_end, self.rate, self.div_yield, sigma, is_call)
         high = np.maximum(_tick(np.maximum(up, down)), np.maximum(opn, close))

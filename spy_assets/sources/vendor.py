@@ -110,8 +110,9 @@ class _GuardedPool:
         self._pool = pool
         self._send = send
 
-    def request(self, method: str, url: str, fields: Any = None, headers: Any = None,
-                **kwargs: Any) -> Any:
+    def request(
+        self, method: str, url: str, fields: Any = None, headers: Any = None, **kwargs: Any
+    ) -> Any:
         kwargs["retries"] = False  # urllib3 must not retry: tenacity does, with the bucket
 
         def call() -> Any:
@@ -270,8 +271,13 @@ class MassiveSource:
         def fetch() -> pd.DataFrame:
             aggs = list(
                 self._client.list_aggs(
-                    ticker, 1, "minute", first.isoformat(), last.isoformat(),
-                    sort="asc", limit=self.page_limit,
+                    ticker,
+                    1,
+                    "minute",
+                    first.isoformat(),
+                    last.isoformat(),
+                    sort="asc",
+                    limit=self.page_limit,
                 )
             )
             return _bars_frame(what, aggs, columns)
@@ -365,8 +371,9 @@ class MassiveSource:
             return retrying(self._attempt, what, call)
         except _Transient as exc:
             raise VendorUnavailableError(
-                self._clean(f"{what}: gave up after {self.max_attempts} attempt(s); "
-                            f"last: {exc.reason}")
+                self._clean(
+                    f"{what}: gave up after {self.max_attempts} attempt(s); last: {exc.reason}"
+                )
             ) from None
 
     def _attempt(self, what: str, call: Callable[[], Any]) -> Any:
@@ -396,7 +403,9 @@ class MassiveSource:
         if status in (401, 403):
             logger.warning(
                 "the vendor refused the API key (HTTP %d) for %s: %s; not retrying",
-                status, what, reason,
+                status,
+                what,
+                reason,
             )
             raise AuthError(f"{what}: HTTP {status} ({reason}); check the API key and plan")
         if status == 429 or status >= 500:
@@ -419,8 +428,11 @@ class MassiveSource:
             self.stats.retries += 1
         logger.info(
             "retrying %s in %.2fs (attempt %d of %d failed: %s)",
-            what, state.next_action.sleep if state.next_action else 0.0,
-            state.attempt_number, self.max_attempts, getattr(exc, "reason", exc),
+            what,
+            state.next_action.sleep if state.next_action else 0.0,
+            state.attempt_number,
+            self.max_attempts,
+            getattr(exc, "reason", exc),
         )
 
     def _record_skip(self, what: str, reason: str) -> None:

@@ -16,10 +16,13 @@ SESSION = dt.date(2025, 11, 26)
 
 
 def _build(instance, data_dir, sessions):
-    resources = {"storage": StorageResource(root=str(data_dir)),
-                 "market": MarketDataResource(source="synthetic")}
-    [result] = materialize_sessions(build_definitions(["SPY"]), sessions, instance,
-                                    resources=resources, log_level="WARNING")
+    resources = {
+        "storage": StorageResource(root=str(data_dir)),
+        "market": MarketDataResource(source="synthetic"),
+    }
+    [result] = materialize_sessions(
+        build_definitions(["SPY"]), sessions, instance, resources=resources, log_level="WARNING"
+    )
     assert result.success, failure_summary(result)
     return Storage(data_dir)
 
@@ -29,9 +32,9 @@ def test_iv_solver_recovers_the_synthetic_volatility(instance, data_dir):
     features = store.read(dataset("SPY", "features"), SESSION)
     priced = features[features["close"] >= 0.05]
     assert len(priced) > 500
-    truth = SyntheticMarket().implied_vol(priced["spot_close"].to_numpy(),
-                                          priced["strike"].to_numpy(),
-                                          priced["vix_close"].to_numpy())
+    truth = SyntheticMarket().implied_vol(
+        priced["spot_close"].to_numpy(), priced["strike"].to_numpy(), priced["vix_close"].to_numpy()
+    )
     error_points = np.abs(priced["iv"].to_numpy() - truth) * 100
     assert np.nanmedian(error_points) < 1.0
     assert (features["iv"].isna() == (features["iv_status"] != "ok")).all()

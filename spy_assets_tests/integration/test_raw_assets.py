@@ -13,20 +13,35 @@ from spy_assets.defs.runs import failure_summary, materialize_sessions
 from spy_assets.storage import VIX_MINUTE_BARS, Storage, dataset
 from spy_assets_tests.conftest import SESSIONS
 
-RAW = ["spy/minute_bars", "spy/option_contracts", "spy/option_minute_bars", "vix/minute_bars",
-       "news/articles"]
+RAW = [
+    "spy/minute_bars",
+    "spy/option_contracts",
+    "spy/option_minute_bars",
+    "vix/minute_bars",
+    "news/articles",
+]
 
 
 def _run(instance, data_dir, sessions=SESSIONS, **kwargs):
-    resources = {"storage": StorageResource(root=str(data_dir)),
-                 "market": MarketDataResource(source="synthetic")}
-    return materialize_sessions(build_definitions(["SPY"]), sessions, instance,
-                                resources=resources, log_level="WARNING", **kwargs)
+    resources = {
+        "storage": StorageResource(root=str(data_dir)),
+        "market": MarketDataResource(source="synthetic"),
+    }
+    return materialize_sessions(
+        build_definitions(["SPY"]),
+        sessions,
+        instance,
+        resources=resources,
+        log_level="WARNING",
+        **kwargs,
+    )
 
 
 def _digests(root):
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*.parquet"))}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*.parquet"))
+    }
 
 
 def test_raw_layer_for_a_range_of_sessions(instance, data_dir):
@@ -45,7 +60,8 @@ def test_raw_layer_for_a_range_of_sessions(instance, data_dir):
     # every session is queryable through the DuckDB catalog
     counts = store.query(
         "SELECT strftime(session, '%Y-%m-%d') AS s, count(*) AS n FROM spy_minute_bars "
-        "GROUP BY 1 ORDER BY 1")
+        "GROUP BY 1 ORDER BY 1"
+    )
     assert counts["s"].tolist() == [s.isoformat() for s in SESSIONS]
     assert counts["n"].tolist() == [390, 390, 210]  # the early close
     contracts = store.read(dataset("SPY", "option_contracts"), SESSIONS[0])
@@ -76,22 +92,28 @@ def test_a_corrupt_partition_blocks_everything_downstream(instance, data_dir):
     store = Storage(data_dir)
     bars_ds = dataset("SPY", "minute_bars")
     bars = store.read(bars_ds, sessions[0])
-    bars.loc[[3, 4], "high"] = bars.loc[[3, 4], "low"] - 1.0   # high below the bar's body
+    bars.loc[[3, 4], "high"] = bars.loc[[3, 4], "low"] - 1.0  # high below the bar's body
     bars.loc[7, "close"] = -1.0
     store.write(bars_ds, sessions[0], bars)
     for kind in ("option_contracts", "option_minute_bars"):
         store.partition_path(dataset("SPY", kind), sessions[0]).unlink()
     [result] = _run(instance, data_dir, sessions)
     assert not result.success
-    evaluations = [e.event_specific_data for e in result.all_events
-                   if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION]
+    evaluations = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+    ]
     failed = [e for e in evaluations if not e.passed]
     assert [e.asset_key.to_user_string() for e in failed] == ["spy/minute_bars"]
     report = failed[0].metadata["failures"].value
     assert "high < max(open, close)" in report and "price must be positive" in report
     assert "| 3 |" in report and "| 7 |" in report
-    materialized = {e.asset_key.to_user_string() for e in result.all_events
-                    if e.event_type == DagsterEventType.ASSET_MATERIALIZATION}
+    materialized = {
+        e.asset_key.to_user_string()
+        for e in result.all_events
+        if e.event_type == DagsterEventType.ASSET_MATERIALIZATION
+    }
     assert "spy/option_contracts" not in materialized
     assert not store.exists(dataset("SPY", "option_contracts"), sessions[0])
 

@@ -29,7 +29,10 @@ def _free_port() -> int:
 def test_definitions_validate():
     done = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -38,27 +41,47 @@ def test_webserver_serves_the_asset_graph(tmp_path):
     port = _free_port()
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1",
-         "-p", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "dagster_webserver",
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    query = json.dumps({"query": "{ assetNodes { assetKey { path } partitionDefinition "
-                                 "{ name } } }"}).encode()
+    query = json.dumps(
+        {"query": "{ assetNodes { assetKey { path } partitionDefinition { name } } }"}
+    ).encode()
     try:
         deadline, body = time.monotonic() + 90, None
         while time.monotonic() < deadline and body is None:
             try:
                 request = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/graphql", data=query,
-                    headers={"Content-Type": "application/json"})
+                    f"http://127.0.0.1:{port}/graphql",
+                    data=query,
+                    headers={"Content-Type": "application/json"},
+                )
                 with urllib.request.urlopen(request, timeout=5) as response:
                     body = json.load(response)
             except OSError:
                 time.sleep(0.5)
         assert body is not None, "the webserver did not answer within 90 s"
         keys = {"/".join(n["assetKey"]["path"]) for n in body["data"]["assetNodes"]}
-        assert {"spy/minute_bars", "spy/option_contracts", "spy/option_minute_bars",
-                "vix/minute_bars", "news/articles"} <= keys
+        assert {
+            "spy/minute_bars",
+            "spy/option_contracts",
+            "spy/option_minute_bars",
+            "vix/minute_bars",
+            "news/articles",
+        } <= keys
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -86,8 +109,13 @@ def test_corrupt_parquet_gets_a_clear_error(tmp_path, monkeypatch, capsys):
     assert "materialize some sessions first" in capsys.readouterr().err
 
     store, bars_ds = Storage(tmp_path), dataset("SPY", "minute_bars")
-    good = pd.DataFrame({"ticker": ["SPY"], "open": [1.0],
-                         "timestamp": pd.to_datetime(["2025-11-25 14:30"], utc=True)})
+    good = pd.DataFrame(
+        {
+            "ticker": ["SPY"],
+            "open": [1.0],
+            "timestamp": pd.to_datetime(["2025-11-25 14:30"], utc=True),
+        }
+    )
     store.write(bars_ds, dt.date(2025, 11, 25), good)
     store.refresh_catalog([bars_ds])
     bad = store.partition_path(bars_ds, dt.date(2025, 11, 26))

@@ -17,8 +17,13 @@ from spy_assets.storage import NEWS_ARTICLES, VIX_MINUTE_BARS, Storage, dataset
 from spy_assets_tests.vendor_server import VendorServer
 
 KEY = "sk-live-SUPERSECRET-7c1f9a0b2d"
-RAW = [dataset("SPY", "minute_bars"), dataset("SPY", "option_contracts"),
-       dataset("SPY", "option_minute_bars"), VIX_MINUTE_BARS, NEWS_ARTICLES]
+RAW = [
+    dataset("SPY", "minute_bars"),
+    dataset("SPY", "option_contracts"),
+    dataset("SPY", "option_minute_bars"),
+    VIX_MINUTE_BARS,
+    NEWS_ARTICLES,
+]
 
 
 @pytest.fixture
@@ -28,25 +33,37 @@ def server():
 
 
 def _vendor(server, **overrides):
-    options = {"source": "massive", "api_key": KEY, "base_url": server.base_url,
-               "requests_per_minute": 1e9, "read_timeout_s": 1.0, "backoff_base_s": 0.01,
-               "backoff_max_s": 0.05}
+    options = {
+        "source": "massive",
+        "api_key": KEY,
+        "base_url": server.base_url,
+        "requests_per_minute": 1e9,
+        "read_timeout_s": 1.0,
+        "backoff_base_s": 0.01,
+        "backoff_max_s": 0.05,
+    }
     return MarketDataResource(**(options | overrides))
 
 
 def _run(instance, root, market, sessions):
     resources = {"storage": StorageResource(root=str(root)), "market": market}
-    [result] = materialize_sessions(build_definitions(["SPY"]), sessions, instance,
-                                    resources=resources, chunk=len(sessions),
-                                    log_level="CRITICAL")
+    [result] = materialize_sessions(
+        build_definitions(["SPY"]),
+        sessions,
+        instance,
+        resources=resources,
+        chunk=len(sessions),
+        log_level="CRITICAL",
+    )
     return result
 
 
 def _assert_same_raw(a: Storage, b: Storage, sessions):
     for ds in RAW:
         for session in sessions:
-            pd.testing.assert_frame_equal(a.read(ds, session), b.read(ds, session),
-                                          obj=f"{ds.name} {session}")
+            pd.testing.assert_frame_equal(
+                a.read(ds, session), b.read(ds, session), obj=f"{ds.name} {session}"
+            )
 
 
 def test_a_month_through_the_vendor_equals_the_synthetic_month(instance, tmp_path, server):
@@ -55,10 +72,12 @@ def test_a_month_through_the_vendor_equals_the_synthetic_month(instance, tmp_pat
     vendor = _run(instance, tmp_path / "vendor", _vendor(server), sessions)
     assert vendor.success, failure_summary(vendor)
     meta = instance.get_latest_materialization_event(
-        AssetKey(["spy", "minute_bars"])).asset_materialization.metadata
+        AssetKey(["spy", "minute_bars"])
+    ).asset_materialization.metadata
     assert meta["source"].value == "massive" and meta["api_requests"].value >= 1
-    synthetic = _run(instance, tmp_path / "synthetic", MarketDataResource(source="synthetic"),
-                     sessions)
+    synthetic = _run(
+        instance, tmp_path / "synthetic", MarketDataResource(source="synthetic"), sessions
+    )
     assert synthetic.success
     _assert_same_raw(Storage(tmp_path / "vendor"), Storage(tmp_path / "synthetic"), sessions)
 
@@ -83,12 +102,16 @@ def test_faults_lose_nothing_and_are_counted(instance, tmp_path, server):
     assert result.success, failure_summary(result)
     assert server.faults_fired >= 4
     retries = 0
-    for key in (["spy", "minute_bars"], ["spy", "option_minute_bars"], ["vix", "minute_bars"],
-                ["news", "articles"], ["spy", "option_contracts"]):
+    for key in (
+        ["spy", "minute_bars"],
+        ["spy", "option_minute_bars"],
+        ["vix", "minute_bars"],
+        ["news", "articles"],
+        ["spy", "option_contracts"],
+    ):
         meta = instance.get_latest_materialization_event(AssetKey(key)).asset_materialization
         retries += meta.metadata["retries"].value
-    clean = _run(instance, tmp_path / "synthetic", MarketDataResource(source="synthetic"),
-                 sessions)
+    clean = _run(instance, tmp_path / "synthetic", MarketDataResource(source="synthetic"), sessions)
     assert clean.success
     _assert_same_raw(Storage(tmp_path / "vendor"), Storage(tmp_path / "synthetic"), sessions)
     assert retries == server.faults_fired
@@ -107,7 +130,8 @@ def test_a_401_on_one_contract_skips_it_without_retry(instance, tmp_path, server
     bars = Storage(tmp_path / "vendor").read(dataset("SPY", "option_minute_bars"), session)
     assert refused not in set(bars["contract"]) and bars["contract"].nunique() == 3
     meta = instance.get_latest_materialization_event(
-        AssetKey(["spy", "option_minute_bars"])).asset_materialization.metadata
+        AssetKey(["spy", "option_minute_bars"])
+    ).asset_materialization.metadata
     assert refused in json.dumps(meta["contracts_failed"].value)
     assert meta["skipped"].value >= 1
 

@@ -313,7 +313,11 @@ def test_early_close_session():
     assert (last["iv_status"] != "ok").all()
     ok = f[f["iv_status"] == "ok"]
     assert len(ok) > 0.8 * len(f)
-    np.testing.assert_allclose(ok["iv"], VOL, atol=1e-6)
+    # Exact where the price pins sigma down (as in the same-minute test): near expiry a deep ITM
+    # put's vega is ~1e-9, below the rounding of the test's own parity-priced input.
+    pinned = ok[ok["vega"] > 1e-3]
+    assert len(pinned) > 0.5 * len(ok)
+    np.testing.assert_allclose(pinned["iv"], VOL, atol=1e-6)
 
 
 def test_later_expiry_time_to_expiry():

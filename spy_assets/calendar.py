@@ -12,19 +12,20 @@ import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
 
-from spy_assets.errors import NotASessionError
+from spy_assets.errors import FutureSessionError, NotASessionError
 
 EXCHANGE = "XNYS"
 MARKET_TZ = "America/New_York"
-#: First session the partitions cover (the calendar's own history starts here too).
-FIRST_SESSION = dt.date(2023, 1, 3)
+#: The calendar is loaded from here: well before any history a vendor plan offers, so the first
+#: session of history always has a previous session (its news window starts at that close).
+CALENDAR_START = dt.date(2003, 1, 2)
 MINUTES_PER_YEAR = 365.0 * 24.0 * 60.0
 
 
 @lru_cache(maxsize=1)
 def nyse() -> xcals.ExchangeCalendar:
     """The XNYS calendar, loaded once per process."""
-    return xcals.get_calendar(EXCHANGE, start=FIRST_SESSION.isoformat())
+    return xcals.get_calendar(EXCHANGE, start=CALENDAR_START.isoformat())
 
 
 def parse_session(value: str | dt.date | pd.Timestamp) -> dt.date:
@@ -59,6 +60,24 @@ def parse_session(value: str | dt.date | pd.Timestamp) -> dt.date:
             f"the sessions around it are {prev_s} and {next_s}"
         )
     return day
+
+
+def current_session(now: pd.Timestamp | None = None) -> dt.date:
+    """The session trading today, or the last one before today (New York time)."""
+    stamp = pd.Timestamp.now(tz=MARKET_TZ) if now is None else pd.Timestamp(now)
+    today = (stamp.tz_convert(MARKET_TZ) if stamp.tzinfo else stamp).date()
+    return session_on_or_before(today)
+
+
+def check_not_future(session: dt.date, now: pd.Timestamp | None = None) -> dt.date:
+    """``session`` itself, or FutureSessionError when it has not traded yet."""
+    current = current_session(now)
+    if session > current:
+        raise FutureSessionError(
+            f"{session} has not traded yet (the current session is {current}): "
+            "sessions after the current one are never made up"
+        )
+    return session
 
 
 def is_session(day: dt.date) -> bool:

@@ -9,9 +9,18 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
-from spy_assets import calendar
-from spy_assets.errors import NotASessionError, SpyAssetsError, UnknownUnderlyingError
+if TYPE_CHECKING:
+    from spy_assets.storage import Storage
+
+from spy_assets import calendar, config
+from spy_assets.errors import (
+    MissingPartitionError,
+    NotASessionError,
+    SpyAssetsError,
+    UnknownUnderlyingError,
+)
 
 #: The demo's fixed window: its last sessions include the 2025-11-28 early close.
 DEMO_END = dt.date(2025, 11, 28)
@@ -32,18 +41,30 @@ def _dagster_home() -> Path:
 
 
 def _data_dir() -> Path:
-    return Path(os.environ.get("SPY_ASSETS_DATA_DIR", "data")).absolute()
+    return config.load().data_dir
 
 
-def _session_range(args: argparse.Namespace) -> list[dt.date]:
+def _session_range(args: argparse.Namespace, history: bool = True) -> list[dt.date]:
+    """The sessions a command names. With ``history`` (commands that build or read data) they
+    must lie between the first session of history and the current session."""
     if getattr(args, "session", None):
-        return [calendar.parse_session(args.session)]
-    start, end = _parse_date(args.start), _parse_date(args.end)
-    if start > end:
-        raise NotASessionError(f"--start {start} is after --end {end}")
-    sessions = calendar.sessions_between(start, end)
-    if not sessions:
-        raise NotASessionError(f"no NYSE session between {start} and {end}")
+        sessions = [calendar.parse_session(args.session)]
+        start = end = sessions[0]
+    else:
+        start, end = _parse_date(args.start), _parse_date(args.end)
+        if start > end:
+            raise NotASessionError(f"--start {start} is after --end {end}")
+        sessions = calendar.sessions_between(start, end)
+        if not sessions:
+            raise NotASessionError(f"no NYSE session between {start} and {end}")
+    if history:
+        first = config.load().first_session
+        if start < first:
+            raise NotASessionError(
+                f"{start} is before the first session of history, {first} "
+                f"(set {config.FIRST_SESSION} to start earlier if your vendor plan has it)"
+            )
+        calendar.check_not_future(sessions[-1])
     return sessions
 
 
@@ -55,9 +76,7 @@ def _parse_date(text: str) -> dt.date:
 
 
 def _check_underlying(underlying: str) -> str:
-    from spy_assets.definitions import configured_underlyings
-
-    configured = configured_underlyings()
+    configured = config.load().underlyings
     if underlying.upper() not in configured:
         raise UnknownUnderlyingError(
             f"unknown underlying {underlying!r}: configured underlyings are "
@@ -149,8 +168,30 @@ def _report_text(sessions: Sequence[dt.date], underlying: str) -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     underlying = _check_underlying(args.underlying)
-    print(_report_text(_session_range(args), underlying))
+    sessions = _session_range(args)
+    from spy_assets.reports import stored_sessions
+
+    stored = stored_sessions(_storage(), underlying, sessions)
+    if not stored:
+        raise MissingPartitionError(
+            f"no scan events of {underlying} are stored for {sessions[0]} … {sessions[-1]} "
+            f"under {_data_dir()}: build them with "
+            f"spy-assets backfill --start {sessions[0]} --end {sessions[-1]}"
+        )
+    if len(stored) < len(sessions):
+        print(
+            f"warning: {len(sessions) - len(stored)} of {len(sessions)} session(s) are not "
+            "stored and are left out of the report",
+            file=sys.stderr,
+        )
+    print(_report_text(stored, underlying))
     return 0
+
+
+def _storage() -> Storage:
+    from spy_assets.storage import Storage
+
+    return Storage(_data_dir())
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -159,15 +200,21 @@ def cmd_query(args: argparse.Namespace) -> int:
     from spy_assets.storage import Storage
 
     try:
-        frame = Storage(_data_dir()).query(args.sql)
+        result = Storage(_data_dir()).query_with_report(args.sql)
     except duckdb.Error as exc:
-        raise SpyAssetsError(f"query failed: {exc}") from None
-    print(frame.to_string(index=False, max_rows=args.max_rows))
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpyAssetsError(f"query failed: {first}") from None
+    for path in result.skipped:
+        print(
+            f"warning: {path} cannot be read and was left out; re-materialize its session",
+            file=sys.stderr,
+        )
+    print(result.frame.to_string(index=False, max_rows=args.max_rows))
     return 0
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
-    for session in _session_range(args):
+    for session in _session_range(args, history=False):
         close = calendar.session_close(session).tz_convert(calendar.MARKET_TZ)
         early = "  early close" if calendar.is_early_close(session) else ""
         print(f"{session}  closes {close:%H:%M} ET{early}")
@@ -183,8 +230,28 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spy-assets", description=__doc__)
+    parser = _Parser(prog="spy-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add_range(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -194,15 +261,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--end", help="last date of the range (default: --start)")
 
     def add_run_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--chunk", type=int, default=21, help="sessions per run (default 21)")
+        p.add_argument(
+            "--chunk", type=_positive_int, default=21, help="sessions per run (default 21)"
+        )
         p.add_argument(
             "--log-level",
             default="CRITICAL",
-            help="Dagster console log level (INFO shows each session)",
+            type=str.upper,
+            choices=LOG_LEVELS,
+            help="Dagster console log level (INFO shows each step)",
         )
 
     demo = sub.add_parser("demo", help="build the last sessions of the demo window and report")
-    demo.add_argument("--sessions", type=int, default=DEMO_SESSIONS)
+    demo.add_argument("--sessions", type=_positive_int, default=DEMO_SESSIONS)
     add_run_options(demo)
     demo.set_defaults(func=cmd_demo)
 
@@ -218,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     query = sub.add_parser("query", help="SQL over the DuckDB catalog")
     query.add_argument("sql")
-    query.add_argument("--max-rows", type=int, default=50)
+    query.add_argument("--max-rows", type=_positive_int, default=50)
     query.set_defaults(func=cmd_query)
 
     sessions = sub.add_parser("sessions", help="list NYSE sessions in a range")

@@ -118,9 +118,9 @@ def select_contracts(
     underlying: str,
     session: dt.date,
     open_price: float,
-    increment: float = 1.0,
-    n: int = 2,
-    convention: ExpiryConvention | str = ExpiryConvention.ZERO_DTE,
+    increment: float,
+    n: int,
+    convention: ExpiryConvention | str,
 ) -> list[OptionContract]:
     """The SPEC §3 rule: calls above and puts below the open, ``n`` each, one expiry."""
     expiration = expiry_for(session, convention)
@@ -128,8 +128,3 @@ def select_contracts(
     return [OptionContract(underlying.upper(), expiration, "call", k) for k in calls] + [
         OptionContract(underlying.upper(), expiration, "put", k) for k in puts
     ]
-
-
-def match_strikes(available: list[float], wanted: list[float]) -> list[float]:
-    """The strikes of ``available`` within one cent of a wanted strike (float-safe matching)."""
-    return [a for a in available if any(abs(a - w) < STRIKE_TOLERANCE for w in wanted)]

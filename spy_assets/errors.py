@@ -11,6 +11,14 @@ class NotASessionError(SpyAssetsError, ValueError):
     """A date that is not an NYSE trading session (weekend, holiday, closure, bad format)."""
 
 
+class FutureSessionError(NotASessionError):
+    """A session that has not traded yet: its data would be made up."""
+
+
+class ConfigError(SpyAssetsError, ValueError):
+    """An environment variable or setting with a value the project cannot use."""
+
+
 class UnknownUnderlyingError(SpyAssetsError, ValueError):
     """An underlying that is not in the configured list."""
 

@@ -5,11 +5,12 @@ import pandas as pd
 import pytest
 from dagster import partition_loading_context
 
-from spy_assets import calendar
-from spy_assets.defs.partitions import sessions_partitions
+from spy_assets import calendar, config
+from spy_assets.defs.partitions import sessions_partitions as partitions_from
 from spy_assets.errors import NotASessionError
 
 ET = ZoneInfo("America/New_York")
+sessions_partitions = partitions_from(config.DEFAULT_FIRST_SESSION)
 
 
 def _keys_at(when: dt.datetime) -> list[str]:
@@ -75,3 +76,22 @@ def test_last_sessions_and_neighbours():
     ]
     assert calendar.next_session(dt.date(2025, 11, 26)) == dt.date(2025, 11, 28)
     assert calendar.previous_session(dt.date(2025, 1, 10)) == dt.date(2025, 1, 8)
+
+
+def test_history_start_is_configuration_and_its_first_session_has_a_news_window():
+    early = partitions_from(dt.date(2021, 1, 4))
+    with partition_loading_context(effective_dt=dt.datetime(2021, 1, 6, 18, 0, tzinfo=ET)):
+        assert early.get_partition_keys() == ["2021-01-04", "2021-01-05", "2021-01-06"]
+    assert partitions_from(dt.date(2021, 1, 4)) is early  # one object per configuration
+    # The first partition's news window needs the session before it.
+    assert calendar.previous_session(dt.date(2023, 1, 3)) == dt.date(2022, 12, 30)
+
+
+def test_future_sessions_are_refused():
+    now = pd.Timestamp("2025-11-26 10:00", tz="America/New_York")
+    assert calendar.current_session(now) == dt.date(2025, 11, 26)
+    assert calendar.check_not_future(dt.date(2025, 11, 26), now) == dt.date(2025, 11, 26)
+    with pytest.raises(NotASessionError, match="has not traded yet"):
+        calendar.check_not_future(dt.date(2025, 11, 28), now)
+    holiday = pd.Timestamp("2025-11-27 12:00", tz="America/New_York")
+    assert calendar.current_session(holiday) == dt.date(2025, 11, 26)

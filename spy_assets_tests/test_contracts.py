@@ -1,9 +1,10 @@
 import datetime as dt
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from spy_assets import contracts
+from spy_assets import contracts, ingest
 from spy_assets.contracts import ExpiryConvention
 
 
@@ -62,7 +63,7 @@ def test_expiry_conventions():
 
 
 def test_select_contracts_builds_calls_and_puts():
-    picked = contracts.select_contracts("spy", dt.date(2025, 11, 26), 593.88, 0.5, 2)
+    picked = contracts.select_contracts("spy", dt.date(2025, 11, 26), 593.88, 0.5, 2, "0dte")
     assert [c.ticker for c in picked] == [
         "O:SPY251126C00594000",
         "O:SPY251126C00594500",
@@ -71,8 +72,16 @@ def test_select_contracts_builds_calls_and_puts():
     ]
 
 
-def test_strike_matching_tolerates_float_noise():
-    assert contracts.match_strikes([593.4999999, 594.0, 600.0], [593.5, 594.0]) == [
-        593.4999999,
-        594.0,
-    ]
+def test_discovery_matches_listed_strikes_within_a_cent():
+    session = dt.date(2025, 11, 26)
+    listed = pd.DataFrame(
+        {
+            "contract": ["O:SPY251126C00594000", "O:SPY251126P00593500", "O:SPY251126C00600000"],
+            "contract_type": ["call", "put", "call"],
+            "strike": [593.9999999, 593.5000001, 600.0],
+        }
+    )
+    picked, unlisted = ingest.contracts_frame("SPY", session, 593.88, 0.5, 2, "0dte", listed)
+    assert picked["contract"].tolist() == ["O:SPY251126C00594000", "O:SPY251126P00593500"]
+    assert (picked["selection_mode"] == "discovery").all()
+    assert unlisted == [594.5, 593.0]

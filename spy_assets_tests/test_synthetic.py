@@ -75,7 +75,7 @@ def test_far_strikes_trade_less_and_prices_respect_bounds():
         .pipe(lambda b: b[b.timestamp >= calendar.session_open(DAY)])
         .open.iloc[0]
     )
-    near = select_contracts("SPY", DAY, s0, 1.0, 1)[0]
+    near = select_contracts("SPY", DAY, s0, 1.0, 1, "0dte")[0]
     far = build_ticker("SPY", DAY, "call", round(s0 * 1.02))
     near_bars = market.option_bars(near.ticker, DAY, DAY)
     far_bars = market.option_bars(far, DAY, DAY)

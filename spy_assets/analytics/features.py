@@ -19,6 +19,9 @@ import pandas as pd
 from spy_assets import calendar
 from spy_assets.analytics.indicators import INDICATOR_NAMES, grid_indicators
 from spy_assets.errors import NotASessionError
+from spy_assets.params import PricingParams
+
+_PRICING = PricingParams()
 
 _BAR_FIELDS = ["open", "high", "low", "close", "volume", "vwap", "transactions"]
 NEWS_WINDOWS_MIN = (15, 60)
@@ -216,8 +219,8 @@ def build_features(
     news: pd.DataFrame,
     *,
     underlying: str = "SPY",
-    rate: float = 0.045,
-    div_yield: float = 0.013,
+    rate: float = _PRICING.rate,
+    div_yield: float = _PRICING.dividend_yield,
 ) -> pd.DataFrame:
     """One flat row per regular-session option bar of ``session``, columns
     :data:`FEATURE_COLUMNS`, sorted by (contract, timestamp). See the module docstring."""

@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from spy_assets.calendar import MARKET_TZ
+from spy_assets.params import ScanParams
 
-DEFAULT_THRESHOLD = 0.20
+DEFAULT_THRESHOLD = ScanParams().threshold
 _REL_TOL = 1e-9
 
 #: Columns of :func:`scan_events`, in order.

@@ -23,6 +23,9 @@ import numpy as np
 import pandas as pd
 
 from spy_assets import calendar
+from spy_assets.params import TrainingParams
+
+_DEFAULTS = TrainingParams()
 
 
 @dataclass
@@ -69,9 +72,9 @@ def build_training_data(
     features: pd.DataFrame,
     session: dt.date | str,
     *,
-    horizons: tuple[int, ...] = (5, 15, 30),
-    max_return_horizon: int = 30,
-    min_coverage: float = 0.8,
+    horizons: tuple[int, ...] = _DEFAULTS.horizons,
+    max_return_horizon: int = _DEFAULTS.max_return_horizon,
+    min_coverage: float = _DEFAULTS.min_coverage,
 ) -> TrainingData:
     """Targets for one session's feature rows (``contract, timestamp, close`` are used) and
     the coverage filter; the frame is sorted by (contract, timestamp)."""

@@ -1,13 +1,16 @@
 """Materialize the whole graph for a range of sessions, in process, as single-run backfills."""
 
+from __future__ import annotations
+
 import datetime as dt
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from dagster import DagsterInstance, Definitions, ExecuteInProcessResult, materialize
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
+
+# Dagster's documented run tags for a single run over a range of partitions.
+ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def materialize_sessions(
@@ -45,13 +48,13 @@ def materialize_sessions(
 
 
 def failure_summary(result: ExecuteInProcessResult) -> list[str]:
-    """One line per failed step or failed check, for the command line."""
+    """One line per failed step or failed check, for the command line: the project's own
+    message (the innermost cause of Dagster's wrapper), never the wrapper's."""
     lines = []
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             error = event.event_specific_data.error
-            message = error.message.strip().splitlines()[0] if error else "failed"
-            lines.append(f"{event.step_key}: {message}")
+            lines.append(f"{event.step_key}: {root_cause(error) if error else 'failed'}")
         elif event.event_type_value == "ASSET_CHECK_EVALUATION":
             evaluation = event.event_specific_data
             if not evaluation.passed:
@@ -60,3 +63,23 @@ def failure_summary(result: ExecuteInProcessResult) -> list[str]:
                     f"failed: {evaluation.description or ''}"
                 )
     return lines
+
+
+class ErrorInfo(Protocol):
+    """The fields of Dagster's serialized error that the command line reads."""
+
+    message: str
+    cls_name: str | None
+    cause: ErrorInfo | None
+
+
+def root_cause(error: ErrorInfo) -> str:
+    """``ErrorClass: first line`` of the innermost cause of a (serialized) Dagster error."""
+    while error.cause is not None:
+        error = error.cause
+    first = (error.message or "").strip().splitlines()
+    text = first[0] if first else ""
+    name = error.cls_name or "Error"
+    # Our own errors' messages say what happened; others need their class to be understood.
+    prefix = "" if text.startswith(f"{name}:") else f"{name}: "
+    return f"{prefix}{text}"

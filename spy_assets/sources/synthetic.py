@@ -21,6 +21,7 @@ import pandas as pd
 from spy_assets import calendar
 from spy_assets.analytics.greeks import bs_price
 from spy_assets.contracts import build_ticker, parse_ticker
+from spy_assets.params import PricingParams
 from spy_assets.sources.base import (
     BAR_COLUMNS,
     CONTRACT_COLUMNS,
@@ -31,6 +32,10 @@ from spy_assets.sources.base import (
 
 #: Price level on 2023-01-03 for the tickers the demo knows; others get one from their name.
 _BASE_LEVELS = {"SPY": 385.0, "QQQ": 265.0, "IWM": 175.0, "DIA": 335.0}
+#: The underlyings the synthetic market knows; any other would be made up from its name.
+SYNTHETIC_UNDERLYINGS = tuple(_BASE_LEVELS)
+#: Levels drift from this day; fixed so that the market does not move with the history start.
+_EPOCH = dt.date(2023, 1, 3)
 _NEWS_TICKERS = ("SPY", "QQQ", "AAPL", "NVDA", "MSFT", "TSLA")
 _PUBLISHERS = ("Benzinga", "The Motley Fool", "Zacks", "GlobeNewswire", "Reuters")
 _MINUTES_PER_TRADING_YEAR = 252 * 390
@@ -59,8 +64,8 @@ class SyntheticMarket:
     """The offline market. ``rate``/``div_yield`` are the ones options are priced with."""
 
     seed: int = 7
-    rate: float = 0.045
-    div_yield: float = 0.013
+    rate: float = PricingParams().rate
+    div_yield: float = PricingParams().dividend_yield
     name: str = "synthetic"
     stats: RequestStats = field(default_factory=RequestStats)
 
@@ -222,7 +227,7 @@ class SyntheticMarket:
         sessions = calendar.sessions_between(
             (start - pd.Timedelta(days=10)).date(), (end + pd.Timedelta(days=1)).date()
         )
-        frames = [self._news_session(s) for s in sessions if s > calendar.FIRST_SESSION]
+        frames = [self._news_session(s) for s in sessions]
         articles = _concat(frames, NEWS_COLUMNS)
         mask = (
             (articles["published_utc"] >= start)
@@ -268,7 +273,7 @@ def _simulate_day(seed: int, ticker: str, session: dt.date) -> _Day:
     minutes = calendar.session_minutes(session)
     n = len(minutes)
     rng = _stream_seed(seed, "path", ticker, session)
-    years = (session - calendar.FIRST_SESSION).days / 365.25
+    years = (session - _EPOCH).days / 365.25
     base = _BASE_LEVELS.get(ticker, 20.0 + zlib.crc32(ticker.encode()) % 480)
     level = base * np.exp(0.14 * years + 0.03 * np.sin(years * 5.0) + rng.normal(0, 0.01))
     vix_open = float(np.clip(16.0 * np.exp(rng.normal(0, 0.25)), 10.0, 45.0))

@@ -5,6 +5,7 @@ from zoneinfo import ZoneInfo
 from dagster import (
     AssetSelection,
     DefaultScheduleStatus,
+    Definitions,
     RunRequest,
     ScheduleEvaluationContext,
     SkipReason,
@@ -35,9 +36,5 @@ def after_close_schedule(context: ScheduleEvaluationContext) -> RunRequest | Ski
     return RunRequest(run_key=today.isoformat(), partition_key=today.isoformat())
 
 
-def jobs() -> list[object]:
-    return [all_sessions_job]
-
-
-def schedules() -> list[object]:
-    return [after_close_schedule]
+def definitions() -> Definitions:
+    return Definitions(jobs=[all_sessions_job], schedules=[after_close_schedule])

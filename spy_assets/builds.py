@@ -18,7 +18,7 @@ import pandas as pd
 from spy_assets import contracts, ingest
 from spy_assets.analytics import features as features_core
 from spy_assets.analytics import scanner, training
-from spy_assets.errors import AuthError
+from spy_assets.errors import AuthError, UnknownUnderlyingError
 from spy_assets.params import ResearchParams, as_dict
 from spy_assets.sources.base import BAR_COLUMNS, MarketSource, empty_frame, fetch_option_bars
 from spy_assets.storage import Dataset, Storage
@@ -80,6 +80,13 @@ def underlying_bars(req: BuildRequest, underlying: str, ds: Dataset) -> Built:
     frames: dict[dt.date, pd.DataFrame] = {}
     if fetch:
         bars = req.market.stock_bars(underlying, fetch[0], fetch[-1])
+        if bars.empty:
+            # SPY-like underlyings trade every session: no bar at all is a ticker the source
+            # does not know, not a quiet range. Storing empty sessions would hide it.
+            raise UnknownUnderlyingError(
+                f"{req.market.name} has no minute bars for {underlying} from {fetch[0]} to "
+                f"{fetch[-1]}: check SPY_ASSETS_UNDERLYINGS (is {underlying} a listed ticker?)"
+            )
         bars.insert(0, "ticker", underlying.upper())
         frames = ingest.split_sessions(bars, fetch)
     return Built(frames, req.market.name, reused=kept)

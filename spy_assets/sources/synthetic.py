@@ -74,6 +74,8 @@ class SyntheticMarket:
         return _simulate_day(self.seed, ticker.upper(), session)
 
     def stock_bars(self, ticker: str, first: dt.date, last: dt.date) -> pd.DataFrame:
+        if ticker.upper() not in SYNTHETIC_UNDERLYINGS:  # like the vendor: no bars, no error
+            return _concat([], BAR_COLUMNS)
         frames = [self._stock_session(ticker, s) for s in calendar.sessions_between(first, last)]
         return _concat(frames, BAR_COLUMNS)
 

@@ -1,7 +1,6 @@
 """The real vendor path through Dagster: the massive client against a local vendor server."""
 
 import datetime as dt
-import json
 
 import pandas as pd
 import pytest
@@ -10,7 +9,7 @@ from dagster._serdes import serialize_value
 
 from spy_assets import calendar
 from spy_assets.definitions import build_definitions
-from spy_assets.defs.resources import MarketDataResource, StorageResource
+from spy_assets.defs.resources import MarketDataResource, ResearchSettings, StorageResource
 from spy_assets.defs.runs import failure_summary, materialize_sessions
 from spy_assets.sources.synthetic import SyntheticMarket
 from spy_assets.storage import NEWS_ARTICLES, VIX_MINUTE_BARS, Storage, dataset
@@ -117,23 +116,75 @@ def test_faults_lose_nothing_and_are_counted(instance, tmp_path, server):
     assert retries == server.faults_fired
 
 
-def test_a_401_on_one_contract_skips_it_without_retry(instance, tmp_path, server):
-    session = dt.date(2025, 11, 26)
-    first = _run(instance, tmp_path / "probe", MarketDataResource(source="synthetic"), [session])
-    assert first.success
-    picked = Storage(tmp_path / "probe").read(dataset("SPY", "option_contracts"), session)
-    refused = picked["contract"].iloc[0]
+def _contracts_of(root, session):
+    return Storage(root).read(dataset("SPY", "option_contracts"), session)["contract"].tolist()
+
+
+def test_a_refused_key_fails_the_run_after_one_request(instance, tmp_path, server):
+    sessions = [dt.date(2025, 11, 25), dt.date(2025, 11, 26)]
+    server.add_fault("401", match="/ticker/O:")  # every option request
+    result = _run(instance, tmp_path / "vendor", _vendor(server), sessions)
+    assert not result.success
+    option_requests = [r for r in server.requests if "/ticker/O:" in r.path]
+    assert len(option_requests) == 1  # never retried, and nothing more asked
+    [line] = [x for x in failure_summary(result) if "option_minute_bars" in x]
+    assert "AuthError" in line and "401" in line and "2025-11-25" in line
+    assert "Error occurred while executing" not in line
+    store = Storage(tmp_path / "vendor")
+    assert not any(store.exists(dataset("SPY", "option_minute_bars"), s) for s in sessions)
+    assert not store.exists(dataset("SPY", "features"), sessions[0])
+
+
+def test_a_401_mid_session_stops_requests_and_keeps_earlier_sessions(instance, tmp_path, server):
+    sessions = [dt.date(2025, 11, 25), dt.date(2025, 11, 26)]
+    probe = _run(instance, tmp_path / "probe", MarketDataResource(source="synthetic"), sessions)
+    assert probe.success
+    picked = _contracts_of(tmp_path / "probe", sessions[1])
+    refused = picked[1]
     server.add_fault("401", match=refused)
-    result = _run(instance, tmp_path / "vendor", _vendor(server), [session])
+    result = _run(instance, tmp_path / "vendor", _vendor(server), sessions)
+    assert not result.success
+    assert len(server.requests_for(refused)) == 1
+    assert all(not server.requests_for(c) for c in picked[2:])  # not requested after the 401
+    store = Storage(tmp_path / "vendor")
+    option_bars = dataset("SPY", "option_minute_bars")
+    assert store.exists(option_bars, sessions[0]) and not store.exists(option_bars, sessions[1])
+    # the session before the refusal is kept: a rerun with a good key asks only for the rest
+    server.clear_faults()
+    before = len(server.requests)
+    again = _run(instance, tmp_path / "vendor", _vendor(server), sessions)
+    assert again.success, failure_summary(again)
+    asked = [r.path for r in server.requests[before:] if "/ticker/O:" in r.path]
+    assert len(asked) == len(picked) and all(sessions[1].strftime("%y%m%d") in p for p in asked)
+
+
+def test_discovery_mode_finds_the_rule_contracts_through_the_reference_api(
+    instance, tmp_path, server
+):
+    sessions = calendar.sessions_between("2025-11-24", "2025-11-28")
+    rule = _run(instance, tmp_path / "rule", MarketDataResource(source="synthetic"), sessions)
+    assert rule.success
+    resources = {
+        "storage": StorageResource(root=str(tmp_path / "discovery")),
+        "market": _vendor(server),
+        "settings": ResearchSettings(selection_mode="discovery"),
+    }
+    [result] = materialize_sessions(
+        build_definitions(["SPY"]), sessions, instance, resources=resources, chunk=len(sessions)
+    )
     assert result.success, failure_summary(result)
-    assert len(server.requests_for(refused)) == 1  # never retried
-    bars = Storage(tmp_path / "vendor").read(dataset("SPY", "option_minute_bars"), session)
-    assert refused not in set(bars["contract"]) and bars["contract"].nunique() == 3
-    meta = instance.get_latest_materialization_event(
-        AssetKey(["spy", "option_minute_bars"])
-    ).asset_materialization.metadata
-    assert refused in json.dumps(meta["contracts_failed"].value)
-    assert meta["skipped"].value >= 1
+    lookups = [r for r in server.requests if r.path == "/v3/reference/options/contracts"]
+    assert len(lookups) >= len(sessions)
+    as_of = {r.params.get("as_of") for r in lookups}
+    assert {s.isoformat() for s in sessions} <= as_of  # past sessions looked up as of then
+    store = Storage(tmp_path / "discovery")
+    for session in sessions:
+        found = store.read(dataset("SPY", "option_contracts"), session)
+        assert found["contract"].tolist() == _contracts_of(tmp_path / "rule", session)
+        assert (found["selection_mode"] == "discovery").all()
+        assert store.exists(dataset("SPY", "training_data"), session)
+    provenance = store.provenance(dataset("SPY", "option_contracts"), sessions[0])
+    assert provenance["params"]["selection_mode"] == "discovery"
 
 
 def test_the_key_never_leaves_the_process(instance, tmp_path, server):
@@ -151,3 +202,14 @@ def test_the_key_never_leaves_the_process(instance, tmp_path, server):
         if path.is_file():
             seen.append(path.read_bytes().decode("latin-1"))
     assert seen and not [text for text in seen if KEY in text]
+
+
+def test_an_unknown_underlying_fails_with_its_name(instance, tmp_path, server):
+    resources = {"storage": StorageResource(root=str(tmp_path / "x")), "market": _vendor(server)}
+    [result] = materialize_sessions(
+        build_definitions(["XYZ"]), [dt.date(2025, 11, 26)], instance, resources=resources
+    )
+    assert not result.success
+    [line] = [x for x in failure_summary(result) if "xyz__minute_bars" in x]
+    assert "UnknownUnderlyingError" in line and "no minute bars for XYZ" in line
+    assert not Storage(tmp_path / "x").exists(dataset("XYZ", "minute_bars"), dt.date(2025, 11, 26))

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import duckdb
 import pandas as pd
@@ -90,19 +91,32 @@ class Storage:
         return self.root / "catalog.duckdb"
 
     def exists(self, ds: Dataset, session: dt.date) -> bool:
-        return self.partition_path(ds, session).is_file()
+        """True only for a readable partition: the file is there and its Parquet footer parses.
+
+        A truncated or garbage file counts as not stored, so a backfill re-materializes it.
+        """
+        return self.status(ds, session) == "ok"
+
+    def status(self, ds: Dataset, session: dt.date) -> Literal["ok", "missing", "corrupt"]:
+        """``ok`` (footer parses), ``missing`` (no file) or ``corrupt`` (a file that is not
+        readable Parquet). Reads the footer only, never the data."""
+        path = self.partition_path(ds, session)
+        if not path.is_file():
+            return "missing"
+        return "ok" if _footer_ok(path) else "corrupt"
 
     def sessions(self, ds: Dataset) -> list[dt.date]:
-        """Sessions stored for a dataset, oldest first."""
-        base = self.root / "parquet" / ds.name
-        if not base.is_dir():
-            return []
-        found = []
-        for child in base.iterdir():
-            match = _PARTITION_DIR.match(child.name)
-            if match and (child / "data.parquet").is_file():
-                found.append(dt.date.fromisoformat(match[1]))
-        return sorted(found)
+        """Sessions with a file stored for a dataset, oldest first (readable or not; see
+        :meth:`corrupt_sessions`)."""
+        return sorted(self._session_files(ds))
+
+    def corrupt_sessions(self, ds: Dataset) -> list[dt.date]:
+        """Sessions whose file exists but whose Parquet footer does not parse, oldest first."""
+        files = self._session_files(ds)
+        return sorted(s for s, path in files.items() if not _footer_ok(path))
+
+    def _session_files(self, ds: Dataset) -> dict[dt.date, Path]:
+        return dict(_partition_files(self.root / "parquet" / ds.name))
 
     # ----------------------------------------------------------------- writes
     def write(
@@ -232,6 +246,30 @@ class Storage:
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _partition_files(base: Path) -> Iterator[tuple[dt.date, Path]]:
+    """``(session, data file)`` for every ``session=YYYY-MM-DD/data.parquet`` under base."""
+    if not base.is_dir():
+        return
+    for child in base.iterdir():
+        match = _PARTITION_DIR.match(child.name)
+        if not match or not (child / "data.parquet").is_file():
+            continue
+        try:
+            session = dt.date.fromisoformat(match[1])
+        except ValueError:  # session=2025-13-45: not a partition this code wrote
+            continue
+        yield session, child / "data.parquet"
+
+
+def _footer_ok(path: Path) -> bool:
+    """Whether a file's Parquet footer parses: cheap (the footer only), catches truncation."""
+    try:
+        pq.read_metadata(path)
+    except (pa.ArrowException, OSError):
+        return False
+    return True
 
 
 def _normalise(frame: pd.DataFrame) -> pd.DataFrame:

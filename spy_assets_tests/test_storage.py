@@ -100,3 +100,29 @@ def test_duckdb_catalog_sees_every_session(tmp_path):
 def test_key_columns_are_required(tmp_path):
     with pytest.raises(ValueError, match="key columns"):
         Storage(tmp_path).write(BARS, DAY, _bars().drop(columns="ticker"))
+
+
+def _truncate_to_half(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_a_truncated_or_garbage_partition_is_not_stored(tmp_path):
+    store = Storage(tmp_path)
+    other = dt.date(2025, 11, 28)
+    store.write(BARS, DAY, _bars(50))
+    store.write(BARS, other, _bars(5, "2025-11-28 14:30"))
+    assert store.status(BARS, DAY) == "ok" and store.exists(BARS, DAY)
+    assert store.status(BARS, dt.date(2025, 11, 25)) == "missing"
+
+    _truncate_to_half(store.partition_path(BARS, DAY))
+    store.partition_path(BARS, other).write_bytes(b"PAR1 this is not parquet PAR1")
+    for session in (DAY, other):
+        assert store.status(BARS, session) == "corrupt"
+        assert not store.exists(BARS, session)
+    assert store.sessions(BARS) == [DAY, other]  # the files are there...
+    assert store.corrupt_sessions(BARS) == [DAY, other]  # ...but unreadable
+
+    store.write(BARS, DAY, _bars(7))  # a write over a corrupt partition replaces it
+    assert store.exists(BARS, DAY) and len(store.read(BARS, DAY)) == 7
+    assert store.corrupt_sessions(BARS) == [other]

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,26 @@ from spy_assets.errors import CorruptPartitionError, MissingPartitionError
 
 _PARTITION_DIR = re.compile(r"^session=(\d{4}-\d{2}-\d{2})$")
 _METADATA_PREFIX = "spy_assets."
+#: ``.data.<writer pid>.<random>.parquet.tmp``; older writers left ``.data.<random>.parquet.tmp``.
+_TEMP_GLOB = ".data.*.parquet.tmp"
+_TEMP_WITH_PID = re.compile(r"^\.data\.(\d{1,10})\.[^.]+\.parquet\.tmp$")
+#: A temp file without a writer PID is removed once it is older than this.
+LEGACY_TEMP_MAX_AGE_S = 3600.0
+
+
+def _read_umask() -> int:
+    """The process umask, read without changing it where the platform allows."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: Data files are readable by everyone the umask allows (``mkstemp`` alone gives 0600).
+_FILE_MODE = 0o644 & ~_read_umask()
 
 
 @dataclass(frozen=True)
@@ -152,8 +173,11 @@ class Storage:
             )
         target = self.partition_path(ds, session)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".data.", suffix=".parquet.tmp", dir=target.parent)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".data.{os.getpid()}.", suffix=".parquet.tmp", dir=target.parent
+        )
         try:
+            os.fchmod(fd, _FILE_MODE)
             with os.fdopen(fd, "wb") as handle:
                 pq.write_table(table, handle, compression="zstd")
                 handle.flush()
@@ -165,6 +189,33 @@ class Storage:
             raise
         _fsync_dir(target.parent)
         return WriteResult(target, len(ordered), target.stat().st_size, dropped)
+
+    def sweep_temp_files(self) -> list[Path]:
+        """Remove temp files that crashed writers left behind; returns the removed paths.
+
+        A temp file named with a writer PID is removed when no process has that PID; one of a
+        live process is always kept, however old. A temp file without a PID (an older writer)
+        is removed once it is older than :data:`LEGACY_TEMP_MAX_AGE_S`.
+        """
+        base = self.root / "parquet"
+        if not base.is_dir():
+            return []
+        removed = []
+        now = time.time()
+        for path in sorted(base.rglob(_TEMP_GLOB)):
+            match = _TEMP_WITH_PID.match(path.name)
+            alive = _process_alive(int(match[1])) if match else None
+            try:
+                if alive is None:  # no usable PID in the name: judge by age
+                    stale = now - path.stat().st_mtime > LEGACY_TEMP_MAX_AGE_S
+                else:
+                    stale = not alive
+                if stale and path.is_file():
+                    path.unlink()
+                    removed.append(path)
+            except FileNotFoundError:  # the writer renamed or removed it meanwhile
+                continue
+        return removed
 
     # ------------------------------------------------------------------ reads
     def read(self, ds: Dataset, session: dt.date) -> pd.DataFrame:
@@ -261,6 +312,22 @@ def _partition_files(base: Path) -> Iterator[tuple[dt.date, Path]]:
         except ValueError:  # session=2025-13-45: not a partition this code wrote
             continue
         yield session, child / "data.parquet"
+
+
+def _process_alive(pid: int) -> bool | None:
+    """Whether a process with this PID exists (signal 0 checks without sending anything);
+    None when the number cannot be a PID."""
+    if pid <= 0:  # 0 and negatives address process groups, not one process
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    except (OverflowError, OSError):
+        return None
+    return True
 
 
 def _footer_ok(path: Path) -> bool:

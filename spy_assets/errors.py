@@ -30,3 +30,11 @@ class SkippableError(SpyAssetsError):
 
 class AuthError(SpyAssetsError):
     """The vendor refused the key (401/403): never retried, to avoid an account lockout."""
+
+
+class QueryRefusedError(SpyAssetsError):
+    """A query that is not one read-only statement, or that reaches outside the data."""
+
+
+class QueryError(SpyAssetsError):
+    """A query DuckDB could not run (syntax, unknown table or column, bad cast): its message."""

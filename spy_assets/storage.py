@@ -7,6 +7,10 @@ Layout under the root (``data/`` by default)::
 
 Writes are atomic (temporary file, fsync, rename), deduplicated on the dataset's key and sorted
 by it, so re-writing a session with the same rows gives the same bytes.
+
+:meth:`Storage.query` does not use ``catalog.duckdb`` (which is for external tools): it runs one
+read-only statement on a fresh in-memory DuckDB whose views read the Parquet files, with file
+access outside ``parquet/`` switched off and the configuration locked.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import contextlib
 import datetime as dt
 import fcntl
 import json
+import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -29,7 +35,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spy_assets.errors import CorruptPartitionError, MissingPartitionError
+from spy_assets.errors import (
+    CorruptPartitionError,
+    MissingPartitionError,
+    QueryError,
+    QueryRefusedError,
+)
+
+log = logging.getLogger(__name__)
 
 _PARTITION_DIR = re.compile(r"^session=(\d{4}-\d{2}-\d{2})$")
 _METADATA_PREFIX = "spy_assets."
@@ -92,6 +105,15 @@ class WriteResult:
     rows: int
     bytes: int
     duplicates_dropped: int
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """A query's answer, and the stored files it left out because they cannot be read (their
+    sessions need re-materializing)."""
+
+    frame: pd.DataFrame
+    skipped: list[Path]
 
 
 class Storage:
@@ -279,14 +301,88 @@ class Storage:
                 created.append(ds.view_name)
         return created
 
+    # ------------------------------------------------------------------ query
+    def datasets_on_disk(self) -> list[str]:
+        """Datasets with at least one stored session, by folder (``spy/minute_bars``), sorted."""
+        base = self.root / "parquet"
+        if not base.is_dir():
+            return []
+        found = []
+        for group in sorted(base.iterdir()):
+            if not group.is_dir():
+                continue
+            for kind in sorted(group.iterdir()):
+                if kind.is_dir() and next(_partition_files(kind), None) is not None:
+                    found.append(f"{group.name}/{kind.name}")
+        return found
+
     def query(self, sql: str) -> pd.DataFrame:
-        """Run SQL against the catalog (read-only)."""
-        if not self.catalog_path.exists():
-            raise MissingPartitionError(
-                f"no catalog at {self.catalog_path}: materialize some sessions first"
-            )
-        with duckdb.connect(str(self.catalog_path), read_only=True) as con:
-            return con.execute(sql).df()
+        """Run one read-only SQL statement over the stored datasets; see
+        :meth:`query_with_report`, which also says which unreadable files were left out."""
+        result = self.query_with_report(sql)
+        for path in result.skipped:
+            log.warning("query left out unreadable %s: re-materialize that session", path)
+        return result.frame
+
+    def query_with_report(self, sql: str) -> QueryResult:
+        """Run one SELECT (or DESCRIBE/SHOW/SUMMARIZE/EXPLAIN of one) over one view per stored
+        dataset (``spy/minute_bars`` is ``spy_minute_bars``, with a ``session`` DATE column).
+
+        The statement runs on a fresh in-memory DuckDB that can read files under ``parquet/``
+        only, with its configuration locked; ``catalog.duckdb`` is not opened. Any other
+        statement raises :class:`QueryRefusedError`; one DuckDB cannot run raises
+        :class:`QueryError` with DuckDB's message. A stored file that is not readable Parquet
+        is left out (the query is run again without it) and named in ``skipped``.
+        """
+        if not sql.strip():
+            raise QueryRefusedError("empty query: give one SELECT statement")
+        with self._sandbox() as con:
+            _check_read_only(con, sql)
+            sources = _ViewSources(self.root / "parquet", self.datasets_on_disk())
+            if not sources.names:
+                raise MissingPartitionError(
+                    f"nothing is stored under {sources.parquet_root}: "
+                    "materialize some sessions first"
+                )
+            for name in sources.names:
+                _build_view(con, sources, name)
+            for attempt in (1, 2):
+                try:
+                    frame = con.execute(sql).df()
+                except (duckdb.InvalidInputException, duckdb.IOException) as exc:
+                    # maybe an unreadable file: leave out every one and run it once more
+                    changed = sources.exclude_bad_files(str(exc)) if attempt == 1 else []
+                    if not changed:
+                        raise _query_failure(exc, sources) from None
+                    for name in changed:
+                        _build_view(con, sources, name)
+                except duckdb.Error as exc:
+                    raise _query_failure(exc, sources) from None
+                else:
+                    return QueryResult(frame, sorted(sources.skipped))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextlib.contextmanager
+    def _sandbox(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A fresh in-memory DuckDB that can read files under ``parquet/`` only, with its
+        configuration locked; views are created afterwards (they read inside ``parquet/``)."""
+        spill = tempfile.mkdtemp(prefix="spy-assets-query-")
+        readable = (self.root / "parquet").as_posix() + "/"
+        con = duckdb.connect(":memory:")
+        try:
+            for setting in (
+                f"SET allowed_directories = [{_sql_str(readable)}]",
+                f"SET temp_directory = {_sql_str(spill)}",  # else ./.tmp would be allowed too
+                "SET autoinstall_known_extensions = false",
+                "SET autoload_known_extensions = false",
+                "SET enable_external_access = false",
+                "SET lock_configuration = true",
+            ):
+                con.execute(setting)
+            yield con
+        finally:
+            con.close()
+            shutil.rmtree(spill, ignore_errors=True)
 
     @contextlib.contextmanager
     def _catalog_lock(self) -> Iterator[None]:
@@ -337,6 +433,146 @@ def _footer_ok(path: Path) -> bool:
     except (pa.ArrowException, OSError):
         return False
     return True
+
+
+_ALLOWED = (
+    "give one SELECT statement (WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE and "
+    "EXPLAIN [ANALYZE] SELECT are fine)"
+)
+_LEADING_LINE_COMMENTS = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z))*")
+_EXPLAIN = re.compile(r"\AEXPLAIN\s+(?:ANALYZE\s+)?", re.IGNORECASE)
+
+
+def _check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse anything but exactly one read-only statement, as DuckDB itself parses it."""
+    if not sql.strip():
+        raise QueryRefusedError("empty query: give one SELECT statement")
+    statements = _parse(con, sql)
+    if not statements:
+        raise QueryRefusedError("empty query (comments only): give one SELECT statement")
+    if len(statements) > 1:
+        raise QueryRefusedError(
+            f"{len(statements)} statements given, separated by ';': {_ALLOWED}, only one"
+        )
+    kind = statements[0].type
+    if kind == duckdb.StatementType.SELECT:
+        return
+    head = _LEADING_LINE_COMMENTS.sub("", sql, count=1)
+    if kind == duckdb.StatementType.EXPLAIN:
+        # EXPLAIN ANALYZE runs its statement: allow it only when that statement is a SELECT
+        explained = _EXPLAIN.match(head)
+        inner = _parse(con, head[explained.end() :], strict=False) if explained else []
+        if len(inner) == 1 and inner[0].type == duckdb.StatementType.SELECT:
+            return
+        raise QueryRefusedError(f"only EXPLAIN [ANALYZE] of one SELECT is allowed: {_ALLOWED}")
+    word = re.match(r"[A-Za-z_]+", head)
+    what = word[0].upper() if word else kind.name
+    raise QueryRefusedError(f"{what} is not allowed: queries are read-only; {_ALLOWED}")
+
+
+def _parse(
+    con: duckdb.DuckDBPyConnection, sql: str, *, strict: bool = True
+) -> list[duckdb.Statement]:
+    try:
+        return con.extract_statements(sql)
+    except duckdb.Error as exc:
+        if strict:
+            raise QueryError(_first_line(exc)) from None
+        return []
+
+
+class _ViewSources:
+    """What each dataset's view reads: the glob over all its sessions (the fast path) or, once
+    an unreadable file is found, the explicit list of the readable ones."""
+
+    def __init__(self, parquet_root: Path, names: Sequence[str]) -> None:
+        self.parquet_root = parquet_root
+        self.names = list(names)
+        self.files: dict[str, list[Path] | None] = dict.fromkeys(self.names)  # None: the glob
+        self.skipped: set[Path] = set()
+        self.unavailable: dict[str, str] = {}  # view name -> why it could not be built
+
+    def source_sql(self, name: str) -> str | None:
+        """The first argument of ``read_parquet``; None when no file of the dataset is readable."""
+        files = self.files[name]
+        if files is None:
+            return _sql_str((self.parquet_root / name / "session=*" / "data.parquet").as_posix())
+        if not files:
+            return None
+        return "[" + ", ".join(_sql_str(p.as_posix()) for p in files) + "]"
+
+    def exclude_bad_files(self, message: str, names: Sequence[str] | None = None) -> list[str]:
+        """Leave out every file of these datasets (all by default) whose Parquet footer does not
+        parse or that DuckDB's error message names; returns the datasets that lost a file."""
+        changed = []
+        for name in names if names is not None else self.names:
+            listed = self.files[name]
+            if listed is None:
+                listed = [path for _, path in sorted(_partition_files(self.parquet_root / name))]
+            bad = {p for p in listed if p.as_posix() in message or not _footer_ok(p)}
+            if bad:
+                self.skipped |= bad
+                self.files[name] = [p for p in listed if p not in bad]
+                changed.append(name)
+        return changed
+
+
+def _build_view(con: duckdb.DuckDBPyConnection, sources: _ViewSources, name: str) -> bool:
+    """Create or replace the view of one dataset (hive ``session`` DATE, union by name), leaving
+    out unreadable files. False, with the reason kept, when no view could be built."""
+    view = name.replace("/", "_")
+    sources.unavailable.pop(view, None)
+    while True:
+        source = sources.source_sql(name)
+        if source is None:
+            sources.unavailable[view] = f"no readable file under {sources.parquet_root / name}"
+            return False
+        try:
+            con.execute(
+                f"CREATE OR REPLACE VIEW {_sql_ident(view)} AS SELECT * FROM read_parquet("
+                f"{source}, hive_partitioning = true, hive_types = {{'session': DATE}}, "
+                "union_by_name = true)"
+            )
+            return True
+        except (duckdb.InvalidInputException, duckdb.IOException) as exc:
+            if not sources.exclude_bad_files(str(exc), [name]):
+                sources.unavailable[view] = _first_line(exc)
+                return False
+        except duckdb.Error as exc:
+            sources.unavailable[view] = _first_line(exc)
+            return False
+
+
+def _query_failure(exc: duckdb.Error, sources: _ViewSources) -> QueryError | QueryRefusedError:
+    """DuckDB's first line as a one-line project error, with what may explain it."""
+    line = _first_line(exc)
+    if isinstance(exc, duckdb.PermissionException):
+        views = ", ".join(n.replace("/", "_") for n in sources.names)
+        return QueryRefusedError(
+            f"{line}: queries may read only the stored data, through the views ({views})"
+        )
+    notes = [f"view {view} is missing: {why}" for view, why in sources.unavailable.items()]
+    if isinstance(exc, duckdb.CatalogException):
+        notes.append("views: " + ", ".join(n.replace("/", "_") for n in sources.names))
+    if type(exc) in (duckdb.Error, duckdb.InvalidInputException, duckdb.IOException):
+        # what DuckDB raises for a file damaged past its footer, without naming the file
+        notes.append("if a stored file is damaged, re-materialize its session")
+    if sources.skipped:
+        notes.append(f"{len(sources.skipped)} unreadable file(s) were left out")
+    return QueryError("; ".join([line, *notes]))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _sql_ident(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"'
 
 
 def _normalise(frame: pd.DataFrame) -> pd.DataFrame:

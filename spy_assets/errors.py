@@ -38,3 +38,7 @@ class QueryRefusedError(SpyAssetsError):
 
 class QueryError(SpyAssetsError):
     """A query DuckDB could not run (syntax, unknown table or column, bad cast): its message."""
+
+
+class CatalogBusyError(SpyAssetsError):
+    """Another process holds ``catalog.duckdb`` open, so its views cannot be refreshed."""

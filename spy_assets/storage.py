@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spy_assets.errors import (
+    CatalogBusyError,
     CorruptPartitionError,
     MissingPartitionError,
     QueryError,
@@ -281,25 +282,49 @@ class Storage:
         }
 
     # ---------------------------------------------------------------- catalog
-    def refresh_catalog(self, datasets: Sequence[Dataset]) -> list[str]:
+    def refresh_catalog(
+        self, datasets: Sequence[Dataset], *, busy_timeout: float = 5.0
+    ) -> list[str]:
         """Create or replace one DuckDB view per dataset that has data; returns the view names.
 
         A view reads a glob, so new sessions show up without a refresh; only a new dataset
-        needs one. A lock file serialises writers from parallel steps.
+        needs one. When a stored file is unreadable the view lists the readable files instead
+        (until the next refresh). A lock file serialises writers from parallel steps; when
+        another process holds ``catalog.duckdb`` open, connecting is retried for
+        ``busy_timeout`` seconds, then :class:`CatalogBusyError` is raised.
         """
         created = []
-        with self._catalog_lock(), duckdb.connect(str(self.catalog_path)) as con:
+        with self._catalog_lock(), self._connect_catalog(busy_timeout) as con:
             for ds in datasets:
                 if not self.sessions(ds):
                     continue
-                glob = (self.root / "parquet" / ds.name / "session=*" / "data.parquet").as_posix()
-                con.execute(
-                    f'CREATE OR REPLACE VIEW "{ds.view_name}" AS SELECT * FROM read_parquet('
-                    f"'{glob}', hive_partitioning = true, hive_types = {{'session': DATE}}, "
-                    "union_by_name = true)"
-                )
-                created.append(ds.view_name)
+                sources = _ViewSources(self.root / "parquet", [ds.name])
+                if _build_view(con, sources, ds.name):
+                    created.append(ds.view_name)
+                else:
+                    con.execute(f"DROP VIEW IF EXISTS {_sql_ident(ds.view_name)}")
+                for path in sorted(sources.skipped):
+                    log.warning("catalog view %s leaves out unreadable %s", ds.view_name, path)
         return created
+
+    def _connect_catalog(self, busy_timeout: float) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + busy_timeout
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.catalog_path))
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise
+                if time.monotonic() + delay > deadline:
+                    holder = re.search(r"held in (.+?\(PID \d+\))", str(exc))
+                    by = f" by {holder[1]}" if holder else ""
+                    raise CatalogBusyError(
+                        f"{self.catalog_path} is held open{by} for more than {busy_timeout:g} s: "
+                        "close that program (a DuckDB shell, notebook or BI tool) and retry"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     # ------------------------------------------------------------------ query
     def datasets_on_disk(self) -> list[str]:

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from spy_assets.errors import (
+    CatalogBusyError,
     MissingPartitionError,
     QueryError,
     QueryRefusedError,
@@ -304,3 +305,19 @@ def catalog_held_open(store):
 def test_query_works_while_another_process_holds_the_catalog(store, catalog_held_open):
     frame = store.query("SELECT count(*) AS n FROM spy_minute_bars WHERE session = '2025-11-26'")
     assert frame["n"].tolist() == [3]
+
+
+def test_refresh_catalog_retries_then_names_the_busy_file(store, catalog_held_open):
+    with pytest.raises(CatalogBusyError, match=r"catalog\.duckdb is held open by .*PID"):
+        store.refresh_catalog([BARS], busy_timeout=0.3)
+    catalog_held_open.kill()
+    catalog_held_open.wait()
+    assert store.refresh_catalog([BARS], busy_timeout=2) == ["spy_minute_bars"]
+
+
+def test_refresh_catalog_leaves_out_unreadable_files(store):
+    bad = store.partition_path(BARS, SESSIONS[0])
+    _truncate_to_half(bad)
+    assert store.refresh_catalog([BARS, CONTRACTS]) == ["spy_minute_bars", "spy_option_contracts"]
+    with duckdb.connect(str(store.catalog_path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM spy_minute_bars").fetchall() == [(6,)]

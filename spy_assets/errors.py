@@ -38,3 +38,15 @@ class SkippableError(SpyAssetsError):
 
 class AuthError(SpyAssetsError):
     """The vendor refused the key (401/403): never retried, to avoid an account lockout."""
+
+
+class QueryRefusedError(SpyAssetsError):
+    """A query that is not one read-only statement, or that reaches outside the data."""
+
+
+class QueryError(SpyAssetsError):
+    """A query DuckDB could not run (syntax, unknown table or column, bad cast): its message."""
+
+
+class CatalogBusyError(SpyAssetsError):
+    """Another process holds ``catalog.duckdb`` open, so its views cannot be refreshed."""

@@ -1,5 +1,10 @@
 import datetime as dt
 import hashlib
+import os
+import stat
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -100,3 +105,81 @@ def test_duckdb_catalog_sees_every_session(tmp_path):
 def test_key_columns_are_required(tmp_path):
     with pytest.raises(ValueError, match="key columns"):
         Storage(tmp_path).write(BARS, DAY, _bars().drop(columns="ticker"))
+
+
+def _truncate_to_half(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_a_truncated_or_garbage_partition_is_not_stored(tmp_path):
+    store = Storage(tmp_path)
+    other = dt.date(2025, 11, 28)
+    store.write(BARS, DAY, _bars(50))
+    store.write(BARS, other, _bars(5, "2025-11-28 14:30"))
+    assert store.status(BARS, DAY) == "ok" and store.exists(BARS, DAY)
+    assert store.status(BARS, dt.date(2025, 11, 25)) == "missing"
+
+    _truncate_to_half(store.partition_path(BARS, DAY))
+    store.partition_path(BARS, other).write_bytes(b"PAR1 this is not parquet PAR1")
+    for session in (DAY, other):
+        assert store.status(BARS, session) == "corrupt"
+        assert not store.exists(BARS, session)
+    assert store.sessions(BARS) == [DAY, other]  # the files are there...
+    assert store.corrupt_sessions(BARS) == [DAY, other]  # ...but unreadable
+
+    store.write(BARS, DAY, _bars(7))  # a write over a corrupt partition replaces it
+    assert store.exists(BARS, DAY) and len(store.read(BARS, DAY)) == 7
+    assert store.corrupt_sessions(BARS) == [other]
+
+
+def _dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_sweep_removes_temp_files_of_dead_writers_only(tmp_path):
+    store = Storage(tmp_path)
+    store.write(BARS, DAY, _bars())
+    folder = store.partition_dir(BARS, DAY)
+    dead = folder / f".data.{_dead_pid()}.k2j4h1xz.parquet.tmp"
+    live = folder / f".data.{os.getpid()}.a8c0e3qq.parquet.tmp"
+    legacy_old = folder / ".data.q1w2e3r4.parquet.tmp"
+    legacy_new = folder / ".data.z9x8c7v6.parquet.tmp"
+    for path in (dead, live, legacy_old, legacy_new):
+        path.write_bytes(b"PAR1 half")
+    two_hours_ago = time.time() - 7200
+    os.utime(legacy_old, (two_hours_ago, two_hours_ago))
+    os.utime(live, (two_hours_ago, two_hours_ago))  # old, but its writer is alive
+
+    assert sorted(store.sweep_temp_files()) == sorted([dead, legacy_old])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["data.parquet", live.name, legacy_new.name]
+    )
+    assert store.exists(BARS, DAY)
+    assert Storage(tmp_path / "nothing").sweep_temp_files() == []
+
+
+def test_a_writer_names_its_temp_file_with_its_pid(tmp_path, monkeypatch):
+    store = Storage(tmp_path)
+    seen = []
+
+    def crash(table, where, **kwargs):
+        seen.extend(p.name for p in store.partition_dir(BARS, DAY).glob(".data.*.tmp"))
+        raise OSError("killed")
+
+    monkeypatch.setattr(pq, "write_table", crash)
+    with pytest.raises(OSError):
+        store.write(BARS, DAY, _bars())
+    assert len(seen) == 1 and seen[0].startswith(f".data.{os.getpid()}.")
+
+
+def test_data_files_are_readable_by_others_as_the_umask_allows(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    result = Storage(tmp_path).write(BARS, DAY, _bars())
+    mode = stat.S_IMODE(result.path.stat().st_mode)
+    assert mode == 0o644 & ~umask  # not mkstemp's 0600
+    if umask == 0o022:
+        assert mode == 0o644

@@ -86,6 +86,19 @@ def test_rerunning_changes_no_file(instance, data_dir):
     assert _digests(data_dir) == before
 
 
+def test_a_backfill_repairs_truncated_and_garbage_partitions(instance, data_dir):
+    _run(instance, data_dir)
+    before = _digests(data_dir)
+    store = Storage(data_dir)
+    truncated = store.partition_path(dataset("SPY", "option_minute_bars"), SESSIONS[1])
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    store.partition_path(VIX_MINUTE_BARS, SESSIONS[0]).write_bytes(b"not parquet")
+    assert store.status(VIX_MINUTE_BARS, SESSIONS[0]) == "corrupt"
+    [again] = _run(instance, data_dir)
+    assert again.success, failure_summary(again)
+    assert _digests(data_dir) == before  # rebuilt from the source, byte for byte
+
+
 def test_a_corrupt_partition_blocks_everything_downstream(instance, data_dir):
     sessions = SESSIONS[:1]
     _run(instance, data_dir, sessions)

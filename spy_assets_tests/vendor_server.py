@@ -11,6 +11,7 @@ news — with ``next_url`` pagination, checks the API key (``Authorization: Bear
         server.add_fault("500", match="O:SPY250303C00505000")
         ...  # MassiveSource("k", server.base_url)
         server.requests  # [RecordedRequest(index, path, params, status, fault, ...), ...]
+        server.request_count  # every request that reached the server
 """
 
 from __future__ import annotations
@@ -223,6 +224,12 @@ class VendorServer:
     def requests_for(self, text: str) -> list[RecordedRequest]:
         """Requests whose path contains ``text``."""
         return [r for r in self.requests if text in r.path]
+
+    @property
+    def request_count(self) -> int:
+        """How many requests reached the server since it started (or :meth:`reset`)."""
+        with self._lock:
+            return self._count
 
     @property
     def faults_fired(self) -> int:

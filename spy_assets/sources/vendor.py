@@ -437,9 +437,7 @@ class MassiveSource:
 
     def _record_skip(self, what: str, reason: str) -> None:
         reason = self._clean(reason if reason.startswith(what) else f"{what}: {reason}")
-        with self._lock:
-            self.stats.skipped += 1
-            self.stats.skip_reasons.append(reason)
+        self.stats.record_skip(reason)
         logger.warning("skipped %s", reason)
 
     def _clean(self, text: str) -> str:

@@ -216,38 +216,6 @@ def test_401_is_not_retried(server, caplog):
     assert any(r.levelno == logging.WARNING and "refused" in r.getMessage() for r in caplog.records)
 
 
-def test_403_stops_a_batch_without_hammering(server, market):
-    server.add_fault("403", nth=1)
-    source = make_source(server)
-    contracts = _contracts(market)
-    batch = source.option_bars_many(contracts, DAY, DAY)
-    assert batch.bars == {} and list(batch.errors) == contracts
-    assert "HTTP 403" in batch.errors[contracts[0]]
-    assert all("not requested" in batch.errors[c] for c in contracts[1:])
-    assert len(server.requests) == 1 and source.stats.retries == 0
-    assert source.stats.skipped == len(contracts)
-
-
-def test_one_failing_contract_does_not_stop_the_others(server, market):
-    broken, malformed, *good = _contracts(market)
-    server.add_fault("500", match=broken)
-    server.add_fault("malformed", match=malformed)
-    source = make_source(server, max_attempts=3)
-    batch = source.option_bars_many(
-        [broken, malformed, *good], DAY, dt.date(2025, 3, 7), max_workers=3
-    )
-    assert batch.ok == good
-    for contract in good:
-        assert_frame_equal(
-            batch.bars[contract], market.option_bars(contract, DAY, dt.date(2025, 3, 7))
-        )
-    assert "gave up after 3 attempt" in batch.errors[broken]
-    assert "without close" in batch.errors[malformed]
-    assert len(server.requests_for(broken)) == 3  # retried
-    assert len(server.requests_for(malformed)) == 1  # a data problem: never retried
-    assert source.stats.skipped == 2 and len(source.stats.skip_reasons) == 2
-
-
 def test_data_quality_problem_is_skippable_and_not_retried(server):
     server.add_fault("malformed")
     source = make_source(server)

@@ -19,9 +19,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -68,18 +66,6 @@ class _Transient(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
-
-
-@dataclass
-class ContractBars:
-    """Bars of many option contracts: the ones that worked, and why the others did not."""
-
-    bars: dict[str, pd.DataFrame] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> list[str]:
-        return list(self.bars)
 
 
 class _JsonCodec:
@@ -226,44 +212,6 @@ class MassiveSource:
         if first > last:
             return empty_frame(BAR_COLUMNS)
         return self._bars(contract, first, last, BAR_COLUMNS)
-
-    def option_bars_many(
-        self, contracts: Iterable[str], first: dt.date, last: dt.date, *, max_workers: int = 1
-    ) -> ContractBars:
-        """Bars of each contract; a contract that fails is reported in ``errors`` and the others
-        go on. After a 401/403 the remaining contracts are not requested (account lockout)."""
-        contracts = list(dict.fromkeys(contracts))
-        result = ContractBars()
-        refused = threading.Event()
-
-        def one(contract: str) -> None:
-            if refused.is_set():
-                reason = "not requested: the vendor refused the API key"
-                self._record_skip(f"{contract} minute bars", reason)
-                result.errors[contract] = reason
-                return
-            try:
-                result.bars[contract] = self.option_bars(contract, first, last)
-            except AuthError as exc:
-                refused.set()
-                result.errors[contract] = str(exc)
-            except SkippableError as exc:  # already logged and counted
-                result.errors[contract] = str(exc)
-            except (VendorUnavailableError, ValueError) as exc:
-                reason = self._clean(str(exc))
-                self._record_skip(f"{contract} minute bars", reason)
-                result.errors[contract] = reason
-
-        if max_workers <= 1:
-            for contract in contracts:
-                one(contract)
-        else:
-            with ThreadPoolExecutor(max_workers, thread_name_prefix="massive") as pool:
-                list(pool.map(one, contracts))
-        # Keep the caller's order whatever order the threads finished in.
-        result.bars = {c: result.bars[c] for c in contracts if c in result.bars}
-        result.errors = {c: result.errors[c] for c in contracts if c in result.errors}
-        return result
 
     def _bars(self, ticker: str, first: dt.date, last: dt.date, columns: list[str]) -> pd.DataFrame:
         what = f"{ticker} minute bars {first}..{last}"

@@ -87,6 +87,8 @@ def test_a_missing_or_unparseable_contract_is_skipped_and_the_others_land(
     missing, *good = contracts
     bad_ticker = "O:SPY250303X00500000"
     server.add_fault("404", match=missing)
+    # One malformed bar costs that bar, not the contract.
+    server.add_fault("malformed", match=good[1], bad_at=5)
     source = make_source(server)
     asked = [missing, good[0], bad_ticker, good[0], good[1], good[2], missing]
     result = fetch_option_bars(source, asked, DAY, WEEK_END)
@@ -96,12 +98,14 @@ def test_a_missing_or_unparseable_contract_is_skipped_and_the_others_land(
     assert (
         "HTTP 404" in result.errors[missing] and "not an option ticker" in result.errors[bad_ticker]
     )
-    for contract in good:
+    for contract in (good[0], good[2]):
         assert_frame_equal(result.bars[contract], market.option_bars(contract, DAY, WEEK_END))
+    expected = market.option_bars(good[1], DAY, WEEK_END).drop(index=5).reset_index(drop=True)
+    assert_frame_equal(result.bars[good[1]], expected)
     # Each distinct contract at most once; the unparseable ticker never reaches the server.
     assert [len(server.requests_for(c)) for c in contracts] == [1, 1, 1, 1]
     assert server.request_count == 4 and not server.requests_for("X00500000")
-    assert source.stats.skipped == 2  # the 404, the bad ticker
+    assert source.stats.skipped == 3  # the 404, the bad ticker, the malformed bar
     assert source.stats.retries == 0
 
 

@@ -71,7 +71,8 @@ class MarketSource(Protocol):
     Errors: :class:`~spy_assets.errors.SkippableError` for a problem with one read (logged and
     counted in ``stats`` by the source, never retried); :class:`~spy_assets.errors.AuthError`
     when the vendor refuses the key (counted too); anything else means the source itself is
-    unavailable and the run must fail.
+    unavailable and the run must fail. A malformed bar, contract or article inside an otherwise
+    good answer is dropped and counted in ``stats``, and the rest is returned.
     """
 
     name: str

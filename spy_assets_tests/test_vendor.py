@@ -150,6 +150,18 @@ def test_empty_ranges_and_missing_fields(server, market):
 # ------------------------------------------------------------------ faults
 def test_faults_are_retried_to_complete_data(market):
     with VendorServer(market, api_key=KEY, page_size=2000) as server:
+
+        def read_all(source):
+            return [
+                source.stock_bars("SPY", FIRST, LAST),
+                source.index_bars("I:VIX", FIRST, LAST),
+                *(source.option_bars(c, DAY, DAY) for c in _contracts(market)[:2]),
+            ]
+
+        # Built once before the faults: a cold page may take longer than the short read
+        # timeout below, and only the scheduled faults may cost a retry.
+        read_all(make_source(server))
+        server.reset()
         server.add_fault("429", every=5, retry_after=2)
         server.add_fault("503", every=5, offset=2, retry_after=None)
         server.add_fault("slow", nth=3, delay=1.0)
@@ -157,16 +169,13 @@ def test_faults_are_retried_to_complete_data(market):
         server.add_fault("reset", nth=14)
         source = make_source(server, read_timeout=0.4, max_attempts=4)
 
-        assert_frame_equal(
-            source.stock_bars("SPY", FIRST, LAST), market.stock_bars("SPY", FIRST, LAST)
-        )
-        assert_frame_equal(
-            source.index_bars("I:VIX", FIRST, LAST), market.index_bars("I:VIX", FIRST, LAST)
-        )
-        for contract in _contracts(market)[:2]:
-            assert_frame_equal(
-                source.option_bars(contract, DAY, DAY), market.option_bars(contract, DAY, DAY)
-            )
+        expected = [
+            market.stock_bars("SPY", FIRST, LAST),
+            market.index_bars("I:VIX", FIRST, LAST),
+            *(market.option_bars(c, DAY, DAY) for c in _contracts(market)[:2]),
+        ]
+        for got, want in zip(read_all(source), expected, strict=True):
+            assert_frame_equal(got, want)
 
         fired = [r.fault for r in server.requests if r.fault]
         assert {"429", "503", "slow", "truncated", "reset"} <= set(fired)
@@ -207,49 +216,90 @@ def test_401_is_not_retried(server, caplog):
     assert any(r.levelno == logging.WARNING and "refused" in r.getMessage() for r in caplog.records)
 
 
-def test_403_stops_a_batch_without_hammering(server, market):
-    server.add_fault("403", nth=1)
+@pytest.mark.parametrize(
+    ("bad_field", "bad_value", "says"),
+    [
+        ("c", None, "no numeric close"),
+        ("o", "n/a", "no numeric open"),
+        ("t", None, "no usable timestamp"),
+    ],
+)
+def test_one_malformed_bar_is_dropped_and_the_rest_kept(market, caplog, bad_field, bad_value, says):
+    options = {} if bad_value is None else {"bad_value": bad_value}
+    with VendorServer(market, api_key=KEY, page_size=2000) as server:
+        # The 8th bar of the second page of a month of SPY is broken; the page is otherwise good.
+        server.add_fault("malformed", nth=2, bad_field=bad_field, bad_at=7, **options)
+        source = make_source(server)
+        with caplog.at_level(logging.WARNING):
+            bars = source.stock_bars("SPY", FIRST, LAST)
+        expected = market.stock_bars("SPY", FIRST, LAST)
+        assert_frame_equal(bars, expected.drop(index=2007).reset_index(drop=True))
+        # Counted once, logged, never retried.
+        assert source.stats.skipped == 1 and source.stats.retries == 0
+        assert len(server.requests) == math.ceil(len(expected) / 2000)
+        (reason,) = source.stats.skip_reasons
+        assert reason.startswith("SPY minute bar") and says in reason
+        if bad_field != "t":
+            assert expected["timestamp"].iloc[2007].isoformat() in reason
+        assert any("dropped 1 malformed bar" in r.getMessage() for r in caplog.records)
+
+
+def test_a_malformed_index_bar_is_dropped(server, market):
+    server.add_fault("malformed", match="I:VIX", bad_field="h", bad_value="high")
     source = make_source(server)
-    contracts = _contracts(market)
-    batch = source.option_bars_many(contracts, DAY, DAY)
-    assert batch.bars == {} and list(batch.errors) == contracts
-    assert "HTTP 403" in batch.errors[contracts[0]]
-    assert all("not requested" in batch.errors[c] for c in contracts[1:])
-    assert len(server.requests) == 1 and source.stats.retries == 0
-    assert source.stats.skipped == len(contracts)
+    vix = source.index_bars("I:VIX", DAY, DAY)
+    assert_frame_equal(vix, market.index_bars("I:VIX", DAY, DAY).iloc[1:].reset_index(drop=True))
+    assert source.stats.skipped == 1 and "I:VIX minute bar at" in source.stats.skip_reasons[0]
 
 
-def test_one_failing_contract_does_not_stop_the_others(server, market):
-    broken, malformed, *good = _contracts(market)
-    server.add_fault("500", match=broken)
-    server.add_fault("malformed", match=malformed)
-    source = make_source(server, max_attempts=3)
-    batch = source.option_bars_many(
-        [broken, malformed, *good], DAY, dt.date(2025, 3, 7), max_workers=3
-    )
-    assert batch.ok == good
-    for contract in good:
-        assert_frame_equal(
-            batch.bars[contract], market.option_bars(contract, DAY, dt.date(2025, 3, 7))
-        )
-    assert "gave up after 3 attempt" in batch.errors[broken]
-    assert "without close" in batch.errors[malformed]
-    assert len(server.requests_for(broken)) == 3  # retried
-    assert len(server.requests_for(malformed)) == 1  # a data problem: never retried
-    assert source.stats.skipped == 2 and len(source.stats.skip_reasons) == 2
+def test_each_malformed_bar_is_counted_across_pages(market):
+    with VendorServer(market, api_key=KEY, page_size=50) as server:
+        server.add_fault("malformed", bad_field="t", bad_value="later", bad_at=-1)
+        source = make_source(server)
+        vix = source.index_bars("I:VIX", DAY, DAY)
+        expected = market.index_bars("I:VIX", DAY, DAY)
+        lost = [i for i in range(len(expected)) if i % 50 == 49 or i == len(expected) - 1]
+        assert_frame_equal(vix, expected.drop(index=lost).reset_index(drop=True))
+        assert source.stats.skipped == len(lost) == server.request_count == 8
+        assert all("no usable timestamp: 'later'" in r for r in source.stats.skip_reasons)
 
 
-def test_data_quality_problem_is_skippable_and_not_retried(server):
-    server.add_fault("malformed")
-    source = make_source(server)
-    with pytest.raises(SkippableError, match="1 bar.s. without close"):
-        source.stock_bars("SPY", DAY, DAY)
-    assert len(server.requests) == 1 and source.stats.skipped == 1
-    server.clear_faults()
+def test_http_errors_are_skippable_and_not_retried(server):
     server.add_fault("404")
+    source = make_source(server)
     with pytest.raises(SkippableError, match="HTTP 404"):
         source.index_bars("I:VIX", DAY, DAY)
-    assert len(server.requests) == 2 and source.stats.retries == 0
+    assert len(server.requests) == 1 and source.stats.retries == 0
+    assert source.stats.skipped == 1
+
+
+def test_a_malformed_contract_is_dropped_from_the_listing(server, market):
+    server.add_fault("malformed", match="/v3/reference/options/contracts", bad_at=2)
+    s0 = _open(market, DAY)
+    source = make_source(server)
+    found = source.option_contracts("SPY", DAY, DAY, s0 - 3, s0 + 3)
+    listed = market.option_contracts("SPY", DAY, DAY, s0 - 3, s0 + 3)
+    # The server sorts by ticker; our frame by type and strike.
+    lost = sorted(listed["contract"])[2]
+    assert_frame_equal(found, listed[listed["contract"] != lost].reset_index(drop=True))
+    assert source.stats.skipped == 1 and "contract None dropped" in source.stats.skip_reasons[0]
+
+
+def test_each_article_without_id_or_time_is_counted(market):
+    with VendorServer(market, api_key=KEY, page_size=25) as server:
+        server.add_fault("malformed", match="/v2/reference/news", nth=1, bad_at=3)
+        server.add_fault(
+            "malformed", nth=2, bad_field="published_utc", bad_value="not a time", bad_at=0
+        )
+        source = make_source(server)
+        start, end = pd.Timestamp("2025-03-03", tz="UTC"), pd.Timestamp("2025-03-17", tz="UTC")
+        news = source.news("SPY", start, end)
+        expected = _synthetic_news(market, start, end)
+        assert_frame_equal(news, expected.drop(index=[3, 25]).reset_index(drop=True))
+        assert source.stats.skipped == 2
+        no_id, no_time = source.stats.skip_reasons
+        assert "no usable id" in no_id and expected["article_url"].iloc[3] in no_id
+        assert expected["article_id"].iloc[25] in no_time and "'not a time'" in no_time
 
 
 # --------------------------------------------------------------- contracts

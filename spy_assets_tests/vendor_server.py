@@ -9,8 +9,10 @@ news — with ``next_url`` pagination, checks the API key (``Authorization: Bear
         server.add_fault("429", every=5, retry_after=2)
         server.add_fault("slow", nth=[3], delay=1.0)
         server.add_fault("500", match="O:SPY250303C00505000")
+        server.add_fault("malformed", match="/SPY/", bad_field="t", bad_at=10)
         ...  # MassiveSource("k", server.base_url)
         server.requests  # [RecordedRequest(index, path, params, status, fault, ...), ...]
+        server.request_count  # every request that reached the server
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ FAULT_KINDS = (
     "reset",
     "malformed",
 )
+#: The fields ``malformed`` removes by default: the first one a result has.
+_REQUIRED_FIELDS = ("c", "ticker", "id")
+_DROP = object()
 _AGGS_RE = re.compile(
     r"^/v2/aggs/ticker/(?P<ticker>[^/]+)/range/(?P<mult>\d+)/(?P<span>[a-z]+)"
     r"/(?P<start>[^/]+)/(?P<end>[^/]+)$"
@@ -84,7 +89,8 @@ class FaultRule:
 
     ``every``/``offset``: requests n with n % every == offset (1-based n, over all requests);
     ``nth``: those request numbers; ``match``: the decoded path + query contains this text;
-    ``times``: fire at most this often.
+    ``times``: fire at most this often. ``malformed`` breaks result ``bad_at`` of the page
+    (negative: from the end): ``bad_field`` is removed, or set to ``bad_value`` when given.
     """
 
     kind: str
@@ -95,6 +101,9 @@ class FaultRule:
     times: int | None = None
     retry_after: float | str | None = 1
     delay: float = 2.0
+    bad_field: str | None = None
+    bad_at: int = 0
+    bad_value: Any = _DROP
     fired: int = 0
 
     def applies(self, n: int, target: str) -> bool:
@@ -195,18 +204,35 @@ class VendorServer:
         times: int | None = None,
         retry_after: float | str | None = 1,
         delay: float = 2.0,
+        bad_field: str | None = None,
+        bad_at: int = 0,
+        bad_value: Any = _DROP,
     ) -> FaultRule:
         """Schedule a fault (see :class:`FaultRule`); the first rule that applies wins.
 
         Kinds: ``429`` (with ``Retry-After``), ``500``/``502``/``503``, ``401``/``403``/``404``,
         ``slow`` (answers after ``delay`` seconds), ``truncated`` (a complete HTTP response
         whose JSON is cut in half), ``reset`` (the connection drops mid-body), ``malformed``
-        (valid JSON, first result missing a required field).
+        (valid JSON, one result of an otherwise good page broken: by default the first one
+        loses its ``c``, ``ticker`` or ``id``; ``bad_field``, ``bad_at`` and ``bad_value``
+        choose the field, the result and a bad value to put in instead of removing it).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; one of {FAULT_KINDS}")
         nth = (nth,) if isinstance(nth, int) else tuple(nth)
-        rule = FaultRule(kind, every, offset, nth, match, times, retry_after, delay)
+        rule = FaultRule(
+            kind,
+            every,
+            offset,
+            nth,
+            match,
+            times,
+            retry_after,
+            delay,
+            bad_field,
+            bad_at,
+            bad_value,
+        )
         with self._lock:
             self._faults.append(rule)
         return rule
@@ -223,6 +249,12 @@ class VendorServer:
     def requests_for(self, text: str) -> list[RecordedRequest]:
         """Requests whose path contains ``text``."""
         return [r for r in self.requests if text in r.path]
+
+    @property
+    def request_count(self) -> int:
+        """How many requests reached the server since it started (or :meth:`reset`)."""
+        with self._lock:
+            return self._count
 
     @property
     def faults_fired(self) -> int:
@@ -532,7 +564,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply is None:
             reply = vendor.route(path, params)
             if rule is not None and rule.kind == "malformed" and reply.status == 200:
-                reply = _malformed(reply)
+                reply = _malformed(reply, rule)
         vendor._record(
             RecordedRequest(
                 n,
@@ -663,14 +695,19 @@ def _with_raw_results(payload: dict[str, Any], results: str | None) -> bytes:
     return (head[:-1] + ', "results": ' + results + "}").encode()
 
 
-def _malformed(reply: _Reply) -> _Reply:
-    """Drop a required field from the first result: valid JSON, bad data."""
+def _malformed(reply: _Reply, rule: FaultRule) -> _Reply:
+    """Break one result of the page (see :meth:`VendorServer.add_fault`): valid JSON, bad data;
+    the other results are left as they were."""
     body = reply.body if reply.body is not None else json.dumps(reply.payload).encode()
     obj = json.loads(body)
     results = obj.get("results") or []
-    if results:
-        for name in ("c", "ticker", "id"):
-            if name in results[0]:
-                del results[0][name]
-                break
+    if -len(results) <= rule.bad_at < len(results):
+        result = results[rule.bad_at]
+        names = (rule.bad_field,) if rule.bad_field else _REQUIRED_FIELDS
+        name = next((n for n in names if n in result or rule.bad_value is not _DROP), None)
+        if name is not None:
+            if rule.bad_value is _DROP:
+                result.pop(name, None)
+            else:
+                result[name] = rule.bad_value
     return _Reply(reply.status, obj, headers=reply.headers)

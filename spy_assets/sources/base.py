@@ -67,6 +67,12 @@ class MarketSource(Protocol):
     Ranged methods take the first and last session (inclusive) and return every bar in that
     span, extended hours included when the source has them; callers split the frame into
     sessions. A minute with no trade has no bar.
+
+    Errors: :class:`~spy_assets.errors.SkippableError` for a problem with one read (logged and
+    counted in ``stats`` by the source, never retried); :class:`~spy_assets.errors.AuthError`
+    when the vendor refuses the key (counted too); anything else means the source itself is
+    unavailable and the run must fail. A malformed bar, contract or article inside an otherwise
+    good answer is dropped and counted in ``stats``, and the rest is returned.
     """
 
     name: str

@@ -5,8 +5,10 @@ Its own urllib3 retries are off; every HTTP request (each page) instead passes t
 :meth:`MassiveSource._send`, which stands in for the client's connection pool: it takes a token
 from the shared bucket, counts the request, and lets tenacity retry 429/5xx, timeouts, broken
 connections and broken JSON bodies with capped exponential backoff, jitter and ``Retry-After``.
-401/403 raise :class:`AuthError` at once (retrying risks an account lockout); other 4xx and
-data-quality problems raise :class:`SkippableError`. No message carries the API key.
+401/403 raise :class:`AuthError` at once (retrying risks an account lockout); other 4xx raise
+:class:`SkippableError`. Data-quality problems are never retried: a malformed bar, contract or
+article is dropped, logged and counted in ``stats.skipped`` one by one, and the rest of the
+answer is kept. No message carries the API key.
 """
 
 from __future__ import annotations
@@ -19,12 +21,11 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 import pandas as pd
 import urllib3
 from massive import RESTClient
@@ -55,6 +56,8 @@ MAX_AGGS_LIMIT = 50_000
 MAX_REFERENCE_LIMIT = 1_000
 SENTIMENT_SCORES = {"positive": 1, "neutral": 0, "negative": -1}
 MARKET_TZ = "America/New_York"
+#: Bar timestamps past this (epoch ms, year 2100) are taken as garbage, not as a date.
+_MAX_EPOCH_MS = 4_102_444_800_000
 
 
 class VendorUnavailableError(SpyAssetsError):
@@ -68,18 +71,6 @@ class _Transient(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
-
-
-@dataclass
-class ContractBars:
-    """Bars of many option contracts: the ones that worked, and why the others did not."""
-
-    bars: dict[str, pd.DataFrame] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> list[str]:
-        return list(self.bars)
 
 
 class _JsonCodec:
@@ -227,44 +218,6 @@ class MassiveSource:
             return empty_frame(BAR_COLUMNS)
         return self._bars(contract, first, last, BAR_COLUMNS)
 
-    def option_bars_many(
-        self, contracts: Iterable[str], first: dt.date, last: dt.date, *, max_workers: int = 1
-    ) -> ContractBars:
-        """Bars of each contract; a contract that fails is reported in ``errors`` and the others
-        go on. After a 401/403 the remaining contracts are not requested (account lockout)."""
-        contracts = list(dict.fromkeys(contracts))
-        result = ContractBars()
-        refused = threading.Event()
-
-        def one(contract: str) -> None:
-            if refused.is_set():
-                reason = "not requested: the vendor refused the API key"
-                self._record_skip(f"{contract} minute bars", reason)
-                result.errors[contract] = reason
-                return
-            try:
-                result.bars[contract] = self.option_bars(contract, first, last)
-            except AuthError as exc:
-                refused.set()
-                result.errors[contract] = str(exc)
-            except SkippableError as exc:  # already logged and counted
-                result.errors[contract] = str(exc)
-            except (VendorUnavailableError, ValueError) as exc:
-                reason = self._clean(str(exc))
-                self._record_skip(f"{contract} minute bars", reason)
-                result.errors[contract] = reason
-
-        if max_workers <= 1:
-            for contract in contracts:
-                one(contract)
-        else:
-            with ThreadPoolExecutor(max_workers, thread_name_prefix="massive") as pool:
-                list(pool.map(one, contracts))
-        # Keep the caller's order whatever order the threads finished in.
-        result.bars = {c: result.bars[c] for c in contracts if c in result.bars}
-        result.errors = {c: result.errors[c] for c in contracts if c in result.errors}
-        return result
-
     def _bars(self, ticker: str, first: dt.date, last: dt.date, columns: list[str]) -> pd.DataFrame:
         what = f"{ticker} minute bars {first}..{last}"
 
@@ -280,7 +233,9 @@ class MassiveSource:
                     limit=self.page_limit,
                 )
             )
-            return _bars_frame(what, aggs, columns)
+            frame, dropped = _bars_frame(ticker, aggs, columns)
+            self._record_drops(what, "malformed bar(s)", dropped)
+            return frame
 
         return self._run(what, fetch)
 
@@ -318,7 +273,9 @@ class MassiveSource:
             # flag is tried once more in case the vendor judges "expired" against as_of.
             expired = expiration < self._today()
             items = fetch(expired) or fetch(not expired)
-            return _contracts_frame(what, items, root, expiration, strike_min, strike_max)
+            frame, dropped = _contracts_frame(what, items, root, expiration, strike_min, strike_max)
+            self._record_drops(what, "malformed contract(s)", dropped)
+            return frame
 
         return self._run(what, run)
 
@@ -341,9 +298,8 @@ class MassiveSource:
                     limit=MAX_REFERENCE_LIMIT,
                 )
             )
-            frame, dropped = _news_frame(items, start, end)
-            if dropped:
-                self._record_skip(what, f"{dropped} article(s) without id or publication time")
+            frame, dropped = _news_frame(symbol, items, start, end)
+            self._record_drops(what, "article(s) without id or publication time", dropped)
             return frame
 
         return self._run(what, run)
@@ -437,10 +393,18 @@ class MassiveSource:
 
     def _record_skip(self, what: str, reason: str) -> None:
         reason = self._clean(reason if reason.startswith(what) else f"{what}: {reason}")
-        with self._lock:
-            self.stats.skipped += 1
-            self.stats.skip_reasons.append(reason)
+        self.stats.record_skip(reason)
         logger.warning("skipped %s", reason)
+
+    def _record_drops(self, what: str, items: str, reasons: list[str]) -> None:
+        """Count each item dropped from an otherwise good answer; one warning per read."""
+        if not reasons:
+            return
+        reasons = [self._clean(r) for r in reasons]
+        for reason in reasons:
+            self.stats.record_skip(reason)
+        shown = "; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else "")
+        logger.warning("%s: dropped %d %s and kept the rest: %s", what, len(reasons), items, shown)
 
     def _clean(self, text: str) -> str:
         return redaction.redact(text, [self.__key])
@@ -493,40 +457,47 @@ def _numeric(values: list[Any]) -> pd.Series:
     return pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce").astype("float64")
 
 
-def _bars_frame(what: str, aggs: list[Any], columns: list[str]) -> pd.DataFrame:
-    """Aggs → the project's bar frame; bars missing a required field make the read skippable
-    (dropping them would fake a minute without trades)."""
+def _bars_frame(ticker: str, aggs: list[Any], columns: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Aggs → the project's bar frame, and one reason per malformed bar left out of it.
+
+    A bar without a usable timestamp, open, high, low or close (or volume, for frames that have
+    it) is dropped on its own and the others are kept; the caller counts each drop, so a
+    minute that lost its bar this way is told apart from one without trades.
+    """
     if not aggs:
-        return empty_frame(columns)
-    fields = {
-        "open": [a.open for a in aggs],
-        "high": [a.high for a in aggs],
-        "low": [a.low for a in aggs],
-        "close": [a.close for a in aggs],
-    }
-    if "volume" in columns:
-        fields["volume"] = [a.volume for a in aggs]
-    data: dict[str, Any] = {}
+        return empty_frame(columns), []
+    required = ["open", "high", "low", "close"] + (["volume"] if "volume" in columns else [])
     stamps = _numeric([a.timestamp for a in aggs])
-    bad = {"timestamp": int(stamps.isna().sum())}
-    for name, values in fields.items():
-        data[name] = _numeric(values)
-        bad[name] = int(data[name].isna().sum())
-    problems = [f"{n} bar(s) without {name}" for name, n in bad.items() if n]
-    if problems:
-        raise SkippableError(f"{what}: the vendor sent {', '.join(problems)}")
+    data = {name: _numeric([getattr(a, name) for a in aggs]) for name in required}
+    bad = pd.DataFrame(
+        {"timestamp": ~stamps.between(0, _MAX_EPOCH_MS)}
+        | {name: ~np.isfinite(values) for name, values in data.items()}
+    )
+    dropped = []
+    for i in np.flatnonzero(bad.any(axis=1).to_numpy()):
+        lacks = ", ".join(bad.columns[bad.iloc[i].to_numpy()])
+        if bad.at[i, "timestamp"]:
+            when = f"#{i + 1} of the read (no usable timestamp: {aggs[i].timestamp!r})"
+        else:
+            when = "at " + pd.Timestamp(int(stamps.iat[i]), unit="ms", tz="UTC").isoformat()
+        dropped.append(f"{ticker} minute bar {when}: dropped, the vendor sent no numeric {lacks}")
+    keep = ~bad.any(axis=1).to_numpy()
+    if not keep.any():
+        return empty_frame(columns), dropped
     frame = pd.DataFrame(
-        {"timestamp": pd.to_datetime(stamps.astype("int64"), unit="ms", utc=True)} | data
+        {"timestamp": pd.to_datetime(stamps[keep].astype("int64"), unit="ms", utc=True)}
+        | {name: values[keep] for name, values in data.items()}
     )
     frame["timestamp"] = frame["timestamp"].astype("datetime64[ms, UTC]")
     if "vwap" in columns:
-        frame["vwap"] = _numeric([a.vwap for a in aggs])
+        frame["vwap"] = _numeric([a.vwap for a in aggs])[keep]
     if "transactions" in columns:
-        counts = pd.array([a.transactions for a in aggs], dtype="Int64")
+        counts = _numeric([a.transactions for a in aggs])[keep]
+        counts = counts.where(counts % 1 == 0).astype("Int64")  # a count or nothing
         frame["transactions"] = counts.astype("int64") if not counts.isna().any() else counts
     if not frame["timestamp"].is_monotonic_increasing:
         frame = frame.sort_values("timestamp", kind="stable")
-    return frame[columns].reset_index(drop=True)
+    return frame[columns].reset_index(drop=True), dropped
 
 
 def _contracts_frame(
@@ -536,46 +507,64 @@ def _contracts_frame(
     expiration: dt.date,
     strike_min: float,
     strike_max: float,
-) -> pd.DataFrame:
-    rows = []
+) -> tuple[pd.DataFrame, list[str]]:
+    """Contracts → the contracts frame, and one reason per malformed contract left out."""
+    rows, dropped = [], []
     for item in items:
+        ticker = getattr(item, "ticker", None)
         try:
             row = {
-                "contract": str(item.ticker),
+                "contract": str(ticker),
                 "underlying": str(item.underlying_ticker or root).upper(),
                 "contract_type": str(item.contract_type).lower(),
                 "strike": float(item.strike_price),
                 "expiration": dt.date.fromisoformat(str(item.expiration_date)),
             }
         except (TypeError, ValueError):
-            raise SkippableError(
-                f"{what}: the vendor sent a contract without ticker, strike or expiration"
-            ) from None
+            dropped.append(
+                f"{what}: contract {ticker!r} dropped, the vendor sent it without a usable "
+                "strike, type or expiration"
+            )
+            continue
         if row["contract_type"] not in ("call", "put") or not row["contract"].startswith("O:"):
-            raise SkippableError(f"{what}: the vendor sent a malformed contract")
+            dropped.append(
+                f"{what}: contract {ticker!r} dropped, the vendor sent it without an O: ticker "
+                "or a call/put type"
+            )
+            continue
         if (
             row["expiration"] == expiration
             and strike_min - 1e-9 <= row["strike"] <= strike_max + 1e-9
         ):
             rows.append(row)
     if not rows:
-        return empty_frame(CONTRACT_COLUMNS)
+        return empty_frame(CONTRACT_COLUMNS), dropped
     rows.sort(key=lambda r: (r["contract_type"], r["strike"], r["contract"]))
-    return pd.DataFrame(rows, columns=CONTRACT_COLUMNS)
+    return pd.DataFrame(rows, columns=CONTRACT_COLUMNS), dropped
 
 
 def _news_frame(
-    items: list[Any], start: pd.Timestamp, end: pd.Timestamp
-) -> tuple[pd.DataFrame, int]:
-    """Articles → the news frame, and how many were dropped for lacking an id or a time."""
-    rows, dropped = [], 0
+    ticker: str, items: list[Any], start: pd.Timestamp, end: pd.Timestamp
+) -> tuple[pd.DataFrame, list[str]]:
+    """Articles → the news frame, and one reason per article dropped for lacking an id or a
+    publication time."""
+    rows, dropped = [], []
     for item in items:
         try:
             published = _utc(item.published_utc) if item.published_utc else None
-        except ValueError:
+        except (TypeError, ValueError):
             published = None
         if not item.id or published is None:
-            dropped += 1
+            name = item.id or item.article_url or item.title or "with no id, url or title"
+            lacks = [
+                x
+                for x, gone in (("id", not item.id), ("publication time", published is None))
+                if gone
+            ]
+            dropped.append(
+                f"{ticker} news article {name!s}: dropped, the vendor sent no usable "
+                f"{' or '.join(lacks)} (published_utc={item.published_utc!r})"
+            )
             continue
         if not start <= published < end:
             continue

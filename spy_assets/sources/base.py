@@ -171,11 +171,10 @@ def fetch_option_bars(
     Anything else — notably the vendor being unavailable after every retry, or refusing
     connections — propagates: the run must fail rather than store sessions without bars.
 
-    Callers store only the sessions whose contracts all came back (an empty frame is a contract
-    that did not trade) and leave the others unstored so a later run asks again; when
-    ``refused`` is set they then raise an error carrying it, so the run fails instead of
-    reporting success. A caller that calls this once per session stops at the first result
-    with ``refused`` set.
+    Callers store each session whose loop finished, reporting the contracts in ``errors`` (a
+    skip is data the vendor does not have or sent broken; ``refetch`` asks again). When
+    ``refused`` is set they store nothing of that session and stop, then fail the run with
+    an error carrying it, so a refused key never reports success.
     """
     result = ContractBars()
     pending = list(dict.fromkeys(contracts))

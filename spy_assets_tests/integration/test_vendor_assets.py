@@ -213,3 +213,16 @@ def test_an_unknown_underlying_fails_with_its_name(instance, tmp_path, server):
     [line] = [x for x in failure_summary(result) if "xyz__minute_bars" in x]
     assert "UnknownUnderlyingError" in line and "no minute bars for XYZ" in line
     assert not Storage(tmp_path / "x").exists(dataset("XYZ", "minute_bars"), dt.date(2025, 11, 26))
+
+
+def test_one_malformed_bar_is_skipped_and_counted_not_fatal(instance, tmp_path, server):
+    session = dt.date(2025, 11, 26)
+    server.add_fault("malformed", match="/ticker/SPY/", bad_field="c", bad_value="n/a", bad_at=5)
+    result = _run(instance, tmp_path / "vendor", _vendor(server), [session])
+    assert result.success, failure_summary(result)
+    meta = instance.get_latest_materialization_event(
+        AssetKey(["spy", "minute_bars"])
+    ).asset_materialization.metadata
+    assert meta["skipped"].value == 1
+    bars = Storage(tmp_path / "vendor").read(dataset("SPY", "minute_bars"), session)
+    assert len(bars) >= 389  # at most the one bad minute is missing, never the session

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -80,6 +81,6 @@ def root_cause(error: ErrorInfo) -> str:
     first = (error.message or "").strip().splitlines()
     text = first[0] if first else ""
     name = error.cls_name or "Error"
-    # Our own errors' messages say what happened; others need their class to be understood.
-    prefix = "" if text.startswith(f"{name}:") else f"{name}: "
-    return f"{prefix}{text}"
+    # Dagster's message starts with the exception's qualified name; show the short one once.
+    text = re.sub(rf"^(?:[\w.]+\.)?{re.escape(name)}: ", "", text)
+    return f"{name}: {text}"

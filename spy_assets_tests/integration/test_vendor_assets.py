@@ -192,7 +192,9 @@ def test_the_key_never_leaves_the_process(instance, tmp_path, server):
     server.add_fault("401", nth=6)
     sessions = [dt.date(2025, 11, 25), dt.date(2025, 11, 26)]
     result = _run(instance, tmp_path / "vendor", _vendor(server), sessions)
-    assert result.success, failure_summary(result)
+    # The 401 fails the run: its error, logs and metadata must not carry the key either.
+    assert not result.success
+    assert any("AuthError" in line for line in failure_summary(result))
     seen = []
     records = instance.all_logs(result.run_id)
     assert any(r.dagster_event and r.dagster_event.is_step_materialization for r in records)

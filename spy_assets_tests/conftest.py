@@ -6,6 +6,9 @@ import warnings
 import pytest
 from dagster import BetaWarning, DagsterInstance, PreviewWarning
 
+from spy_assets.sources.synthetic import SyntheticMarket
+from spy_assets_tests.vendor_server import VendorServer
+
 warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
 
@@ -24,3 +27,19 @@ def instance(tmp_path):
     home.mkdir()
     with DagsterInstance.local_temp(tempdir=str(home)) as inst:
         yield inst
+
+
+#: The key the local vendor server accepts in the vendor client tests.
+VENDOR_KEY = "test-key-9f8e7d6c5b4a"
+
+
+@pytest.fixture(scope="module")
+def market():
+    return SyntheticMarket()
+
+
+@pytest.fixture
+def server(market):
+    """The local vendor server over the synthetic market, on 127.0.0.1."""
+    with VendorServer(market, api_key=VENDOR_KEY, page_size=5000) as srv:
+        yield srv

@@ -14,20 +14,8 @@ from spy_assets.sources.base import NOT_REQUESTED, ContractBars, fetch_option_ba
 from spy_assets.sources.synthetic import SyntheticMarket
 from spy_assets.sources.vendor import MassiveSource, VendorUnavailableError
 from spy_assets_tests.test_vendor import DAY, KEY, Sleeps, _contracts, make_source
-from spy_assets_tests.vendor_server import VendorServer
 
 WEEK_END = dt.date(2025, 3, 7)
-
-
-@pytest.fixture(scope="module")
-def market():
-    return SyntheticMarket()
-
-
-@pytest.fixture
-def server(market):
-    with VendorServer(market, api_key=KEY, page_size=5000) as srv:
-        yield srv
 
 
 @pytest.fixture(scope="module")

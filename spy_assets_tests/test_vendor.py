@@ -17,10 +17,11 @@ from spy_assets.sources.base import BAR_COLUMNS, MarketSource
 from spy_assets.sources.ratelimit import TokenBucket
 from spy_assets.sources.synthetic import SyntheticMarket
 from spy_assets.sources.vendor import MassiveSource, VendorUnavailableError, _retry_after
+from spy_assets_tests.conftest import VENDOR_KEY
 from spy_assets_tests.test_ratelimit import FakeClock
 from spy_assets_tests.vendor_server import VendorServer
 
-KEY = "test-key-9f8e7d6c5b4a"
+KEY = VENDOR_KEY
 FIRST, LAST = dt.date(2025, 3, 3), dt.date(2025, 3, 31)
 DAY = dt.date(2025, 3, 3)
 
@@ -30,17 +31,6 @@ class Sleeps(list):
 
     def __call__(self, seconds: float) -> None:
         self.append(seconds)
-
-
-@pytest.fixture(scope="module")
-def market():
-    return SyntheticMarket()
-
-
-@pytest.fixture
-def server(market):
-    with VendorServer(market, api_key=KEY, page_size=5000) as srv:
-        yield srv
 
 
 def make_source(server, key=KEY, **kwargs):

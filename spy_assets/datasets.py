@@ -38,11 +38,6 @@ class DatasetSpec:
         return self.dataset.name
 
     @property
-    def key_path(self) -> list[str]:
-        """The asset key's path: ``["spy", "minute_bars"]``."""
-        return self.name.split("/")
-
-    @property
     def grain(self) -> str:
         return "(" + ", ".join(self.dataset.key) + ")"
 
@@ -173,11 +168,3 @@ def all_datasets(underlyings: Sequence[str]) -> list[DatasetSpec]:
     for underlying in underlyings:
         specs += underlying_datasets(underlying)
     return specs
-
-
-def find(specs: Sequence[DatasetSpec], name: str) -> DatasetSpec:
-    """The dataset named ``name`` (``spy/features``), or a ValueError listing the known ones."""
-    for spec in specs:
-        if spec.name == name:
-            return spec
-    raise ValueError(f"unknown dataset {name!r}: known are {', '.join(s.name for s in specs)}")

@@ -100,9 +100,13 @@ def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = 
         flush=True,
     )
 
+    stopped: list[str] = []
+
     def progress(first: dt.date, last: dt.date, result: object) -> None:
         state = "ok" if result.success else "FAILED"
         print(f"  run {result.run_id[:8]} {first} … {last}: {state}", flush=True)
+        if not result.success:
+            stopped.append(f"{first} … {last}" if first != last else str(first))
 
     with DagsterInstance.get() as instance:
         results = materialize_sessions(
@@ -110,7 +114,7 @@ def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = 
         )
     failed = [r for r in results if not r.success]
     if failed:
-        print("\nThe run stopped:", file=sys.stderr)
+        print(f"\nThe run of sessions {stopped[0]} stopped:", file=sys.stderr)
         for line in failure_summary(failed[0]):
             print(f"  - {line}", file=sys.stderr)
         return 1

@@ -156,3 +156,18 @@ def test_the_installed_command_answers_in_one_line(tmp_path):
         )
         assert done.returncode == 2, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_a_failed_run_prints_the_projects_own_error_and_its_sessions(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("SPY_ASSETS_DATA_DIR", str(tmp_path / "data"))
+    blocker = tmp_path / "data" / "parquet" / "vix"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where the vix/ folder should be")
+    assert cli.main(["backfill", "--session", "2025-11-26"]) == 1
+    err = capsys.readouterr().err
+    assert "The run of sessions 2025-11-26 stopped:" in err
+    [line] = [x for x in err.splitlines() if "vix__minute_bars" in x]
+    assert "NotADirectoryError" in line and str(blocker) in line
+    assert "Error occurred while executing" not in err and "Traceback" not in err

@@ -12,6 +12,7 @@ from dagster import ConfigurableResource, Definitions, EnvVar
 from pydantic import Field
 
 from spy_assets import config
+from spy_assets.errors import ConfigError
 from spy_assets.params import (
     PricingParams,
     ResearchParams,
@@ -58,9 +59,7 @@ class MarketDataResource(ConfigurableResource):
         if name == "auto":
             return "massive" if self.api_key else "synthetic"
         if name not in ("synthetic", "massive"):
-            raise config.ConfigError(
-                f"unknown source {self.source!r}: use synthetic, massive or auto"
-            )
+            raise ConfigError(f"unknown source {self.source!r}: use synthetic, massive or auto")
         return name
 
     def build(self) -> MarketSource:
@@ -70,7 +69,7 @@ class MarketDataResource(ConfigurableResource):
 
             return SyntheticMarket(seed=self.seed)
         if not self.api_key:
-            raise config.ConfigError(
+            raise ConfigError(
                 "source 'massive' needs an API key: set MASSIVE_API_KEY or POLYGON_API_KEY"
             )
         from spy_assets.sources.vendor import MassiveSource
@@ -117,7 +116,7 @@ class ResearchSettings(ConfigurableResource):
                 training=TrainingParams(),
             )
         except ValueError as exc:
-            raise config.ConfigError(f"settings: {exc}") from None
+            raise ConfigError(f"settings: {exc}") from None
 
 
 def _env(name: str) -> EnvVar | None:

@@ -70,6 +70,10 @@ def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = 
     """Materialize every asset and check for a range of sessions, a chunk per run."""
     os.environ.setdefault("DAGSTER_HOME", str(_dagster_home()))
     sessions = list(sessions) if sessions is not None else _session_range(args)
+    from spy_assets.defs.recovery import reclaim_on_start
+
+    if reclaimed := reclaim_on_start(_data_dir()):
+        print(reclaimed, flush=True)
     from dagster import DagsterInstance
 
     from spy_assets.definitions import defs

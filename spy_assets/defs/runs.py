@@ -9,6 +9,8 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+from spy_assets.defs import recovery
+
 
 def materialize_sessions(
     defs: Definitions,
@@ -19,9 +21,14 @@ def materialize_sessions(
     log_level: str = "INFO",
     on_chunk: Callable[[dt.date, dt.date, ExecuteInProcessResult], None] | None = None,
 ) -> list[ExecuteInProcessResult]:
-    """One run per chunk of consecutive sessions; every asset fetches its range at once."""
+    """One run per chunk of consecutive sessions; every asset fetches its range at once.
+
+    Each run is tagged with this process (:func:`recovery.owner_tags`), so that the next command
+    can reclaim it if this process dies.
+    """
     nodes = [*defs.assets, *defs.asset_checks]
     merged = {**defs.resources, **(resources or {})}
+    owner = recovery.owner_tags()
     results = []
     for start in range(0, len(sessions), chunk):
         part = list(sessions[start : start + chunk])
@@ -32,10 +39,13 @@ def materialize_sessions(
             tags={
                 ASSET_PARTITION_RANGE_START_TAG: part[0].isoformat(),
                 ASSET_PARTITION_RANGE_END_TAG: part[-1].isoformat(),
+                **owner,
             },
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
             raise_on_error=False,
         )
+        if not result.success:
+            recovery.free_run_slots(instance, result.run_id)
         results.append(result)
         if on_chunk:
             on_chunk(part[0], part[-1], result)

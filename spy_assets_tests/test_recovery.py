@@ -1,0 +1,127 @@
+"""Reclaiming the runs of dead processes: failed, and their pool slots freed."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from dagster import DagsterRun, DagsterRunStatus
+
+from spy_assets.defs.common import VENDOR_POOL
+from spy_assets.defs.recovery import (
+    OWNER_HOST_TAG,
+    OWNER_START_TAG,
+    owner_is_gone,
+    owner_tags,
+    reclaim_abandoned_runs,
+)
+
+
+def _dead_owner_tags():
+    """The tags a process wrote on its run while it lived; the process is gone and reaped."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        tags = owner_tags(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    return tags
+
+
+def _run(instance, tags, status=DagsterRunStatus.STARTED):
+    return instance.add_run(
+        DagsterRun(job_name="__ASSET_JOB", run_id=str(uuid.uuid4()), status=status, tags=tags)
+    )
+
+
+def _claim(instance, run, step_key):
+    return instance.event_log_storage.claim_concurrency_slot(VENDOR_POOL, run.run_id, step_key)
+
+
+def _slot_holders(instance):
+    info = instance.event_log_storage.get_concurrency_info(VENDOR_POOL)
+    return {slot.run_id for slot in info.claimed_slots}, info.pending_step_count
+
+
+def _status(instance, run):
+    return instance.get_run_by_id(run.run_id).status
+
+
+@pytest.fixture
+def pooled(instance):
+    instance.event_log_storage.set_concurrency_slots(VENDOR_POOL, 2)
+    return instance
+
+
+def test_a_dead_process_run_is_failed_and_its_slot_freed(pooled):
+    dead = _run(pooled, _dead_owner_tags())
+    live = _run(pooled, owner_tags())
+    assert _claim(pooled, dead, "spy__minute_bars").is_claimed
+    assert _claim(pooled, live, "vix__minute_bars").is_claimed
+    assert _slot_holders(pooled) == ({dead.run_id, live.run_id}, 0)
+    untagged = _run(pooled, {})  # launched from the UI or another tool: not ours to judge
+
+    assert reclaim_abandoned_runs(pooled) == [dead.run_id]
+
+    assert _status(pooled, dead) == DagsterRunStatus.FAILURE
+    assert _status(pooled, live) == DagsterRunStatus.STARTED
+    assert _status(pooled, untagged) == DagsterRunStatus.STARTED
+    assert _slot_holders(pooled) == ({live.run_id}, 0)
+    failure = pooled.all_logs(dead.run_id)[-1]
+    assert failure.dagster_event.event_type_value == "PIPELINE_FAILURE"
+    assert "died" in failure.message and "PID" in failure.message
+    # the freed slot can be claimed again, and a second pass finds nothing to do
+    assert _claim(pooled, _run(pooled, owner_tags()), "news__articles").is_claimed
+    assert reclaim_abandoned_runs(pooled) == []
+
+
+def test_pending_claims_and_unstarted_runs_of_a_dead_process_are_released(pooled):
+    pooled.event_log_storage.set_concurrency_slots(VENDOR_POOL, 1)
+    live = _run(pooled, owner_tags())
+    assert _claim(pooled, live, "spy__minute_bars").is_claimed
+    tags = _dead_owner_tags()
+    waiting = _run(pooled, tags)
+    assert not _claim(pooled, waiting, "spy__minute_bars").is_claimed  # queued behind `live`
+    not_started = _run(pooled, tags, DagsterRunStatus.NOT_STARTED)
+    assert _slot_holders(pooled) == ({live.run_id}, 1)
+
+    assert sorted(reclaim_abandoned_runs(pooled)) == sorted([waiting.run_id, not_started.run_id])
+
+    assert _slot_holders(pooled) == ({live.run_id}, 0)
+    assert _status(pooled, waiting) == _status(pooled, not_started) == DagsterRunStatus.FAILURE
+
+
+def test_a_finished_run_of_a_dead_process_still_holding_a_slot_is_released(pooled):
+    dead = _run(pooled, _dead_owner_tags())
+    assert _claim(pooled, dead, "spy__minute_bars").is_claimed
+    pooled.report_run_failed(dead, "marked failed from the UI")  # the slot stays claimed
+    assert _slot_holders(pooled)[0] == {dead.run_id}
+
+    assert reclaim_abandoned_runs(pooled) == [dead.run_id]
+    assert _slot_holders(pooled) == (set(), 0)
+
+
+def test_owner_is_gone_judges_only_processes_of_this_host():
+    mine = owner_tags()
+    assert not owner_is_gone(mine)
+    assert owner_is_gone(_dead_owner_tags())
+    assert not owner_is_gone({**_dead_owner_tags(), OWNER_HOST_TAG: "another-host"})
+    assert not owner_is_gone({})
+    if mine[OWNER_START_TAG]:  # Linux: a PID reused by a later process is told apart
+        assert owner_is_gone({**mine, OWNER_START_TAG: mine[OWNER_START_TAG] + "0"})
+
+
+def test_a_killed_but_unreaped_owner_counts_as_gone():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    tags = owner_tags(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    time.sleep(0.5)  # a zombie until its parent (this test) reaps it
+    try:
+        if not os.path.exists(f"/proc/{proc.pid}/stat"):
+            pytest.skip("needs /proc to see zombie processes")
+        assert owner_is_gone(tags)
+    finally:
+        proc.wait()

@@ -19,16 +19,15 @@ DEMO_SESSIONS = 5
 
 
 def _dagster_home() -> Path:
-    """DAGSTER_HOME: the folder holding this project's dagster.yaml (the current one), else a
-    fresh instance folder under the data directory."""
+    """DAGSTER_HOME when it is set, else the data folder's own instance, ``<data dir>/dagster``,
+    configured by a copy of the project's dagster.yaml (see its comments)."""
     if os.environ.get("DAGSTER_HOME"):
-        return Path(os.environ["DAGSTER_HOME"])
-    here = Path.cwd()
-    if (here / "dagster.yaml").is_file():
-        return here
-    home = Path(os.environ.get("SPY_ASSETS_DATA_DIR", "data")).absolute() / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    return home
+        home = Path(os.environ["DAGSTER_HOME"])
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+    from spy_assets.defs.recovery import prepare_instance_home
+
+    return prepare_instance_home(_data_dir() / "dagster")
 
 
 def _data_dir() -> Path:

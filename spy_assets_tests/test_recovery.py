@@ -1,4 +1,4 @@
-"""Reclaiming the runs of dead processes: failed, and their pool slots freed."""
+"""Reclaiming the runs of dead processes, and the per-folder instance."""
 
 import os
 import signal
@@ -8,7 +8,7 @@ import time
 import uuid
 
 import pytest
-from dagster import DagsterRun, DagsterRunStatus
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 
 from spy_assets.defs.common import VENDOR_POOL
 from spy_assets.defs.recovery import (
@@ -16,6 +16,7 @@ from spy_assets.defs.recovery import (
     OWNER_START_TAG,
     owner_is_gone,
     owner_tags,
+    prepare_instance_home,
     reclaim_abandoned_runs,
 )
 
@@ -125,3 +126,41 @@ def test_a_killed_but_unreaped_owner_counts_as_gone():
         assert owner_is_gone(tags)
     finally:
         proc.wait()
+
+
+def test_each_data_folder_gets_its_own_configured_instance(tmp_path):
+    template = tmp_path / "dagster.yaml"
+    template.write_text("concurrency:\n  pools:\n    default_limit: 2\n")
+    homes = [prepare_instance_home(tmp_path / name / "dagster", template) for name in "ab"]
+
+    assert homes[0] != homes[1]
+    for home in homes:
+        text = (home / "dagster.yaml").read_text()
+        assert text.startswith(f"# Copied by spy-assets from {template}")
+        assert text.endswith(template.read_text())
+        with DagsterInstance.from_config(str(home)) as instance:
+            assert instance.event_log_storage.get_pool_config().default_pool_limit == 2
+            assert str(home) in str(instance.root_directory)
+
+    copy = homes[0] / "dagster.yaml"
+    before = copy.stat().st_mtime_ns
+    time.sleep(0.01)
+    prepare_instance_home(homes[0], template)
+    assert copy.stat().st_mtime_ns == before  # unchanged: not rewritten
+    template.write_text("concurrency:\n  pools:\n    default_limit: 1\n")
+    prepare_instance_home(homes[0], template)
+    assert copy.read_text().endswith("default_limit: 1\n")
+
+
+def test_the_project_dagster_yaml_writes_nowhere_but_the_instance_home(tmp_path):
+    from spy_assets.defs.recovery import project_file
+
+    template = project_file("dagster.yaml")
+    assert template is not None
+    assert "data/" not in template.read_text().replace("<data dir>", "")
+    home = prepare_instance_home(tmp_path / "data" / "dagster")
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert instance.run_monitoring_enabled
+        assert instance.event_log_storage.get_pool_config().default_pool_limit == 2
+    written = {p.relative_to(tmp_path).parts[:2] for p in tmp_path.rglob("*")}
+    assert written <= {("data",), ("data", "dagster")}

@@ -1,11 +1,13 @@
-"""Crash recovery for the runs the command line starts in process.
+"""Crash recovery for the runs the command line starts in process, and its instance home.
 
-Every run that :func:`spy_assets.defs.runs.materialize_sessions` starts carries its process's
-identity (:func:`owner_tags`: host, PID, boot id and process start time). A run whose process was
-killed (``kill -9``, OOM, power loss) stays STARTED forever and keeps the ``vendor_api`` pool slot
-its step had claimed, so later runs wait for that slot without end. :func:`reclaim_abandoned_runs`
-finds the runs of processes of this host that are gone, marks them failed and frees their slots;
-``spy-assets backfill`` calls it first.
+- **Reclaim on start.** Every run that :func:`spy_assets.defs.runs.materialize_sessions` starts
+  carries its process's identity (:func:`owner_tags`: host, PID, boot id and process start
+  time). A run whose process was killed (``kill -9``, OOM, power loss) stays STARTED forever and
+  keeps the ``vendor_api`` pool slot its step had claimed, so later runs wait for that slot
+  without end. :func:`reclaim_abandoned_runs` finds the runs of processes of this host that are
+  gone, marks them failed and frees their slots; ``spy-assets backfill`` calls it first.
+- **One instance per data folder.** :func:`prepare_instance_home` keeps ``<data dir>/dagster``
+  configured by a copy of the project's ``dagster.yaml``.
 """
 
 from __future__ import annotations
@@ -190,3 +192,54 @@ def sweep_temp_files(data_dir: Path) -> list[Path]:
 
     sweep = getattr(Storage(data_dir), "sweep_temp_files", None)
     return list(sweep()) if sweep is not None else []
+
+
+# ------------------------------------------------------------------------ instance home
+#: Used only when no project ``dagster.yaml`` is found (an installed wheel run elsewhere).
+DEFAULT_INSTANCE_YAML = """\
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    default_limit: 2
+"""
+
+
+def project_file(name: str) -> Path | None:
+    """A file of the project: next to the ``spy_assets`` package (a checkout or an editable
+    install), else in the current folder."""
+    for folder in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def instance_yaml_text(template: Path | None) -> str:
+    """The content of an instance folder's ``dagster.yaml``: a header naming its source, then
+    the project's ``dagster.yaml`` verbatim."""
+    source = str(template) if template else "the built-in defaults (no dagster.yaml was found)"
+    header = (
+        f"# Copied by spy-assets from {source}.\n"
+        "# Do not edit this copy: edit that file. spy-assets rewrites this copy whenever it\n"
+        "# differs, before every backfill, demo and ui.\n\n"
+    )
+    body = template.read_text() if template else DEFAULT_INSTANCE_YAML
+    return header + body
+
+
+def prepare_instance_home(home: Path, template: Path | None = None) -> Path:
+    """Create the instance folder ``home`` and write or refresh its ``dagster.yaml`` from the
+    project's (``template``, by default :func:`project_file`). Returns ``home``, absolute."""
+    home = home.absolute()
+    home.mkdir(parents=True, exist_ok=True)
+    text = instance_yaml_text(template or project_file("dagster.yaml"))
+    target = home / "dagster.yaml"
+    try:
+        current = target.read_text()
+    except OSError:
+        current = None
+    if current != text:
+        tmp = home / f".dagster.yaml.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, target)
+    return home

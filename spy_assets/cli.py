@@ -240,11 +240,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "start", None) and not getattr(args, "end", None):
         args.end = args.start
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from contextlib import nullcontext
+
+    guard = nullcontext()
+    if args.func in (cmd_backfill, cmd_demo):  # SIGINT/SIGTERM end their runs cleanly
+        from spy_assets.defs.recovery import interrupt_guard
+
+        guard = interrupt_guard()
     try:
-        return int(args.func(args) or 0)
+        with guard:
+            return int(args.func(args) or 0)
     except SpyAssetsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # recovery.Interrupted names the signal and the run
+        print(f"interrupted: {exc or 'SIGINT received'}", file=sys.stderr, flush=True)
+        return getattr(exc, "exit_code", 130)
 
 
 if __name__ == "__main__":  # pragma: no cover

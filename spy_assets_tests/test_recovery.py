@@ -1,4 +1,4 @@
-"""Reclaiming the runs of dead processes, and the per-folder instance."""
+"""Reclaiming the runs of dead processes, the per-folder instance, and the interrupt guard."""
 
 import os
 import signal
@@ -14,10 +14,14 @@ from spy_assets.defs.common import VENDOR_POOL
 from spy_assets.defs.recovery import (
     OWNER_HOST_TAG,
     OWNER_START_TAG,
+    Interrupted,
+    interrupt_guard,
     owner_is_gone,
     owner_tags,
     prepare_instance_home,
     reclaim_abandoned_runs,
+    release_own_runs,
+    run_scope,
 )
 
 
@@ -105,6 +109,17 @@ def test_a_finished_run_of_a_dead_process_still_holding_a_slot_is_released(poole
     assert _slot_holders(pooled) == (set(), 0)
 
 
+def test_release_own_runs_fails_this_process_runs_only(pooled):
+    mine = _run(pooled, owner_tags())
+    assert _claim(pooled, mine, "spy__minute_bars").is_claimed
+    other = _run(pooled, _dead_owner_tags())
+
+    assert release_own_runs(pooled, "Interrupted by SIGTERM.") == [mine.run_id]
+    assert _status(pooled, mine) == DagsterRunStatus.FAILURE
+    assert _status(pooled, other) == DagsterRunStatus.STARTED
+    assert _slot_holders(pooled) == (set(), 0)
+
+
 def test_owner_is_gone_judges_only_processes_of_this_host():
     mine = owner_tags()
     assert not owner_is_gone(mine)
@@ -164,3 +179,29 @@ def test_the_project_dagster_yaml_writes_nowhere_but_the_instance_home(tmp_path)
         assert instance.event_log_storage.get_pool_config().default_pool_limit == 2
     written = {p.relative_to(tmp_path).parts[:2] for p in tmp_path.rglob("*")}
     assert written <= {("data",), ("data", "dagster")}
+
+
+def test_sigterm_under_the_guard_raises_interrupted_and_handlers_come_back():
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as caught, interrupt_guard():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    assert caught.value.signum == signal.SIGTERM and caught.value.exit_code == 143
+    assert str(caught.value) == "SIGTERM received"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_run_that_only_flags_the_signal_is_interrupted_after_the_grace_period():
+    """Dagster's in-process executor installs a handler that only sets a flag, and does not read
+    it while a step waits for a pool slot: the guard interrupts the main thread itself."""
+    flagged = []
+    with pytest.raises(Interrupted) as caught, interrupt_guard(grace=0.3):
+        with run_scope():
+            signal.signal(signal.SIGTERM, lambda signum, frame: flagged.append(signum))
+            os.kill(os.getpid(), signal.SIGTERM)
+            started = time.monotonic()
+            while time.monotonic() - started < 10:  # a pool-slot wait that never ends
+                time.sleep(0.05)
+    assert flagged == [signal.SIGTERM]
+    assert caught.value.signum == signal.SIGTERM
+    assert time.monotonic() - started < 3

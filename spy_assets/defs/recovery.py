@@ -1,4 +1,4 @@
-"""Crash recovery for the runs the command line starts in process, and its instance home.
+"""What the command line needs to survive its own death: reclaim, interrupts, instance home.
 
 - **Reclaim on start.** Every run that :func:`spy_assets.defs.runs.materialize_sessions` starts
   carries its process's identity (:func:`owner_tags`: host, PID, boot id and process start
@@ -6,16 +6,29 @@
   keeps the ``vendor_api`` pool slot its step had claimed, so later runs wait for that slot
   without end. :func:`reclaim_abandoned_runs` finds the runs of processes of this host that are
   gone, marks them failed and frees their slots; ``spy-assets backfill`` calls it first.
+- **Interrupts.** Inside a run, Dagster swaps the SIGINT and SIGTERM handlers for one that only
+  sets a flag, which the in-process executor reads at the start of the next step and never while
+  a step waits for a pool slot; on the way out it maps SIGTERM to whatever SIGINT does, which is
+  "ignore" in a process started with ``&`` from a script. :func:`interrupt_guard` gives both
+  signals a handler for the life of a command and, when one arrives during a run that does not
+  stop on its own within :data:`GRACE_SECONDS`, interrupts the main thread itself.
 - **One instance per data folder.** :func:`prepare_instance_home` keeps ``<data dir>/dagster``
   configured by a copy of the project's ``dagster.yaml``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
+import signal
 import socket
-from collections.abc import Mapping
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -26,6 +39,15 @@ OWNER_HOST_TAG = "spy_assets/owner_host"
 OWNER_PID_TAG = "spy_assets/owner_pid"
 #: ``<boot id>:<start time in clock ticks since boot>`` (Linux): tells a reused PID apart.
 OWNER_START_TAG = "spy_assets/owner_start"
+
+#: Seconds a run gets to stop by itself after SIGINT/SIGTERM before the main thread is
+#: interrupted directly (a step blocked on a pool slot never looks at Dagster's flag).
+GRACE_SECONDS = 2.0
+#: Seconds after SIGINT/SIGTERM after which a run that still has not stopped ends the process.
+HARD_DEADLINE_SECONDS = 30.0
+
+_INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_POKE_SIGNAL = signal.SIGUSR1
 
 
 # --------------------------------------------------------------------- process identity
@@ -92,6 +114,11 @@ def owner_is_gone(tags: Mapping[str, str]) -> bool:
     return bool(recorded) and recorded != process_start(pid)
 
 
+def _is_own(tags: Mapping[str, str]) -> bool:
+    mine = owner_tags()
+    return all(tags.get(key) == value for key, value in mine.items())
+
+
 # ------------------------------------------------------------------------------ reclaim
 def _not_finished_statuses() -> list[object]:
     from dagster import DagsterRunStatus
@@ -153,6 +180,29 @@ def reclaim_abandoned_runs(instance: DagsterInstance) -> list[str]:
     return reclaimed
 
 
+def release_own_runs(
+    instance: DagsterInstance, message: str, run_ids: Sequence[str] = ()
+) -> list[str]:
+    """Fail this process's unfinished runs and free the pool slots they and ``run_ids`` hold
+    (the cleanup of an interrupted :func:`~spy_assets.defs.runs.materialize_sessions`)."""
+    from dagster import RunsFilter
+
+    mine = owner_tags()
+    runs = {
+        run.run_id: run
+        for run in instance.get_runs(
+            filters=RunsFilter(statuses=_not_finished_statuses(), tags=mine)
+        )
+    }
+    for run_id in run_ids:
+        if run_id not in runs and (run := instance.get_run_by_id(run_id)) is not None:
+            runs[run_id] = run
+    for run in _runs_holding_slots(instance):
+        if _is_own(run.tags):
+            runs.setdefault(run.run_id, run)
+    return [run_id for run_id, run in runs.items() if release_run(instance, run, message)]
+
+
 def free_run_slots(instance: DagsterInstance, run_id: str) -> bool:
     """Free the pool slots and pending slot claims of one run; False when it held none."""
     storage = instance.event_log_storage
@@ -192,6 +242,196 @@ def sweep_temp_files(data_dir: Path) -> list[Path]:
 
     sweep = getattr(Storage(data_dir), "sweep_temp_files", None)
     return list(sweep()) if sweep is not None else []
+
+
+# --------------------------------------------------------------------------- interrupts
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the command. A :class:`KeyboardInterrupt`, so that Dagster,
+    when it surfaces inside a step, treats it as an interruption of the run."""
+
+    def __init__(self, signum: int, detail: str = "") -> None:
+        super().__init__(signum, detail)
+        self.signum = int(signum)
+        self.detail = detail
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    def __str__(self) -> str:
+        name = signal.Signals(self.signum).name
+        return f"{name} received" + (f"; {self.detail}" if self.detail else "")
+
+
+class _Guard:
+    """The handlers of one :func:`interrupt_guard`, and the thread that watches the signals."""
+
+    def __init__(self, grace: float, hard_deadline: float) -> None:
+        self.grace = grace
+        self.hard_deadline = hard_deadline
+        self.requested: int | None = None
+        self.requested_at = 0.0
+        self.delivered = False
+        self.in_run = threading.Event()
+        self._main = threading.main_thread().ident
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._write_fd, False)
+        self._thread = threading.Thread(target=self._watch, name="interrupt-watch", daemon=True)
+
+    def request(self, signum: int) -> None:
+        if self.requested is None:
+            self.requested = signum
+            self.requested_at = time.monotonic()
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """SIGINT/SIGTERM outside Dagster's execution, and the watcher's poke inside it."""
+        if signum == _POKE_SIGNAL:
+            if self.requested is None:
+                return
+        else:
+            self.request(signum)
+        if self.delivered:
+            return
+        self.delivered = True
+        raise Interrupted(self.requested or signum)
+
+    def _watch(self) -> None:
+        next_poke = None
+        while True:
+            ready, _, _ = select.select([self._read_fd], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(self._read_fd, 64)
+                except OSError:
+                    return
+                if not data:
+                    return
+                for signum in data:
+                    if signum in _INTERRUPT_SIGNALS:
+                        self.request(signum)
+            if self.requested is None or self.delivered or not self.in_run.is_set():
+                next_poke = None
+                continue
+            now = time.monotonic()
+            if now - self.requested_at > self.hard_deadline:
+                name = signal.Signals(self.requested).name
+                sys.stderr.write(
+                    f"interrupted: {name} received; the run did not stop within "
+                    f"{self.hard_deadline:.0f} s, exiting (the next backfill reclaims it)\n"
+                )
+                sys.stderr.flush()
+                os._exit(128 + self.requested)
+            if next_poke is None:
+                next_poke = self.requested_at + self.grace
+            if now >= next_poke:
+                with contextlib.suppress(ProcessLookupError, OSError):
+                    signal.pthread_kill(self._main, _POKE_SIGNAL)
+                next_poke = now + self.grace
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        os.close(self._write_fd)
+        self._thread.join(timeout=2)
+        os.close(self._read_fd)
+
+
+_guard: _Guard | None = None
+
+
+@contextlib.contextmanager
+def interrupt_guard(
+    grace: float = GRACE_SECONDS, hard_deadline: float = HARD_DEADLINE_SECONDS
+) -> Iterator[None]:
+    """For the life of a command: SIGINT and SIGTERM raise :class:`Interrupted` (even when the
+    shell started the process with SIGINT ignored), and :func:`run_scope` makes a run that does
+    not stop by itself stop. Restores the previous handlers on exit. Main thread only."""
+    global _guard
+    if threading.current_thread() is not threading.main_thread() or _guard is not None:
+        yield
+        return
+    guard = _Guard(grace, hard_deadline)
+    previous = {sig: signal.getsignal(sig) for sig in (*_INTERRUPT_SIGNALS, _POKE_SIGNAL)}
+    old_wakeup = signal.set_wakeup_fd(guard._write_fd, warn_on_full_buffer=False)
+    _guard = guard
+    try:
+        for sig in previous:
+            signal.signal(sig, guard.on_signal)
+        guard.start()
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        signal.set_wakeup_fd(old_wakeup)
+        _guard = None
+        guard.stop()
+
+
+@contextlib.contextmanager
+def run_scope() -> Iterator[None]:
+    """Marks the main thread as executing a Dagster run (see :func:`interrupt_guard`)."""
+    guard = _guard
+    if guard is None:
+        yield
+        return
+    guard.in_run.set()
+    try:
+        yield
+    finally:
+        guard.in_run.clear()
+
+
+def interrupt_requested() -> int | None:
+    """The signal that asked this command to stop, if one did (under :func:`interrupt_guard`)."""
+    guard = _guard
+    return guard.requested if guard is not None else None
+
+
+def mark_delivered() -> None:
+    """Tell the guard that the interruption is being handled: no further signal raises."""
+    if _guard is not None:
+        _guard.delivered = True
+
+
+def stop_interrupted_run(
+    instance: DagsterInstance,
+    tags: Mapping[str, str],
+    exc: BaseException | None = None,
+    run_id: str | None = None,
+) -> Interrupted:
+    """After SIGINT/SIGTERM (or a KeyboardInterrupt ``exc``) during the run tagged ``tags``
+    (``run_id`` when known): make sure it ended failed and holds no pool slot, and return the
+    :class:`Interrupted` that describes it."""
+    from dagster import RunsFilter
+
+    mark_delivered()
+    if isinstance(exc, Interrupted):
+        signum = exc.signum
+    else:
+        signum = interrupt_requested() or signal.SIGINT
+    if run_id is None:
+        latest = instance.get_runs(filters=RunsFilter(tags=dict(tags)), limit=1)
+        run_id = latest[0].run_id if latest else None
+    span = " … ".join(
+        dict.fromkeys(
+            tags.get(key, "?")
+            for key in ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+        )
+    )
+    release_own_runs(
+        instance,
+        f"Interrupted by {signal.Signals(signum).name}.",
+        run_ids=[run_id] if run_id else [],
+    )
+    run = instance.get_run_by_id(run_id) if run_id else None
+    if run is None:
+        return Interrupted(signum, f"stopped before the run of {span} started")
+    return Interrupted(
+        signum,
+        f"run {run.run_id[:8]} ({span}) stopped and marked {run.status.value}; "
+        "its pool slots are free",
+    )
 
 
 # ------------------------------------------------------------------------ instance home

@@ -24,7 +24,9 @@ def materialize_sessions(
     """One run per chunk of consecutive sessions; every asset fetches its range at once.
 
     Each run is tagged with this process (:func:`recovery.owner_tags`), so that the next command
-    can reclaim it if this process dies.
+    can reclaim it if this process dies. On SIGINT/SIGTERM (under
+    :func:`recovery.interrupt_guard`) or a KeyboardInterrupt, the current run ends failed, its
+    pool slots are freed and :class:`recovery.Interrupted` is raised.
     """
     nodes = [*defs.assets, *defs.asset_checks]
     merged = {**defs.resources, **(resources or {})}
@@ -32,18 +34,25 @@ def materialize_sessions(
     results = []
     for start in range(0, len(sessions), chunk):
         part = list(sessions[start : start + chunk])
-        result = materialize(
-            nodes,
-            instance=instance,
-            resources=merged,
-            tags={
-                ASSET_PARTITION_RANGE_START_TAG: part[0].isoformat(),
-                ASSET_PARTITION_RANGE_END_TAG: part[-1].isoformat(),
-                **owner,
-            },
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-            raise_on_error=False,
-        )
+        tags = {
+            ASSET_PARTITION_RANGE_START_TAG: part[0].isoformat(),
+            ASSET_PARTITION_RANGE_END_TAG: part[-1].isoformat(),
+            **owner,
+        }
+        try:
+            with recovery.run_scope():
+                result = materialize(
+                    nodes,
+                    instance=instance,
+                    resources=merged,
+                    tags=tags,
+                    run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+                    raise_on_error=False,
+                )
+        except KeyboardInterrupt as exc:
+            raise recovery.stop_interrupted_run(instance, tags, exc) from None
+        if recovery.interrupt_requested() is not None:
+            raise recovery.stop_interrupted_run(instance, tags, run_id=result.run_id)
         if not result.success:
             recovery.free_run_slots(instance, result.run_id)
         results.append(result)

@@ -178,12 +178,18 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    """``dagster dev`` on the same instance and data folder as the other commands, as a child
+    process that SIGINT/SIGTERM stop (its whole process group, if it does not stop by itself)."""
+    from spy_assets.defs.recovery import project_file, run_supervised
+
     home = _dagster_home()
     os.environ["DAGSTER_HOME"] = str(home)
-    argv = ["dagster", "dev", "-w", "workspace.yaml", "-h", args.host, "-p", str(args.port)]
+    os.environ["SPY_ASSETS_DATA_DIR"] = str(_data_dir())
+    workspace = project_file("workspace.yaml") or Path("workspace.yaml")
+    argv = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace)]
+    argv += ["-h", args.host, "-p", str(args.port)]
     print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={home})", flush=True)
-    os.execvp(argv[0], argv)
-    return 0  # pragma: no cover
+    return run_supervised(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:

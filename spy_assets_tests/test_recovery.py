@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -205,3 +206,41 @@ def test_a_run_that_only_flags_the_signal_is_interrupted_after_the_grace_period(
     assert flagged == [signal.SIGTERM]
     assert caught.value.signum == signal.SIGTERM
     assert time.monotonic() - started < 3
+
+
+STUBBORN = """
+import pathlib, signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+pathlib.Path(sys.argv[1]).write_text(str(child.pid))
+time.sleep(60)
+"""
+
+
+def test_run_supervised_forwards_sigterm_then_kills_the_whole_group(tmp_path):
+    from spy_assets.defs.recovery import run_supervised
+
+    pid_file = tmp_path / "grandchild"
+    before = signal.getsignal(signal.SIGTERM)
+    sender = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM))
+    sender.start()
+    started = time.monotonic()
+    code = run_supervised([sys.executable, "-c", STUBBORN, str(pid_file)], stop_timeout=1.0)
+    sender.join()
+    assert code == 128 + signal.SIGKILL  # it ignored SIGTERM: killed after stop_timeout
+    assert time.monotonic() - started < 15
+    grandchild = int(pid_file.read_text())
+    time.sleep(0.2)
+    assert not os.path.exists(f"/proc/{grandchild}") or "Z" in _state_of(grandchild)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_run_supervised_returns_the_child_exit_code():
+    from spy_assets.defs.recovery import run_supervised
+
+    assert run_supervised([sys.executable, "-c", "raise SystemExit(3)"]) == 3
+
+
+def _state_of(pid):
+    text = open(f"/proc/{pid}/stat").read()
+    return text[text.rfind(")") + 2]

@@ -13,7 +13,8 @@
   signals a handler for the life of a command and, when one arrives during a run that does not
   stop on its own within :data:`GRACE_SECONDS`, interrupts the main thread itself.
 - **One instance per data folder.** :func:`prepare_instance_home` keeps ``<data dir>/dagster``
-  configured by a copy of the project's ``dagster.yaml``.
+  configured by a copy of the project's ``dagster.yaml``; :func:`run_supervised` runs
+  ``dagster dev`` for ``spy-assets ui`` as a child that it can stop.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import select
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -45,6 +47,8 @@ OWNER_START_TAG = "spy_assets/owner_start"
 GRACE_SECONDS = 2.0
 #: Seconds after SIGINT/SIGTERM after which a run that still has not stopped ends the process.
 HARD_DEADLINE_SECONDS = 30.0
+#: Seconds ``spy-assets ui`` gives ``dagster dev`` to shut down before killing its group.
+UI_STOP_SECONDS = 15.0
 
 _INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _POKE_SIGNAL = signal.SIGUSR1
@@ -483,3 +487,86 @@ def prepare_instance_home(home: Path, template: Path | None = None) -> Path:
         tmp.write_text(text)
         os.replace(tmp, target)
     return home
+
+
+# ------------------------------------------------------------------------- supervision
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kill_group(pgid: int, timeout: float) -> None:
+    """SIGTERM what is left of a process group, then SIGKILL it after ``timeout``."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        if not _group_alive(pgid):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _group_alive(pgid):
+            time.sleep(0.1)
+
+
+def run_supervised(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stop_timeout: float = UI_STOP_SECONDS,
+) -> int:
+    """Run ``argv`` as a child in its own process group and return its exit code.
+
+    SIGINT and SIGTERM are forwarded to the child (SIGHUP, a closed terminal, as SIGTERM: the
+    child's own session does not get it); when it has not exited ``stop_timeout`` seconds after
+    the first one, its whole group is killed. Whatever the child leaves running in its group when
+    it exits is stopped too. A child killed by a signal gives ``128 + signal``.
+    """
+    first_signal_at: list[float] = []
+    proc: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        if not first_signal_at:
+            first_signal_at.append(time.monotonic())
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
+
+    # Handlers go in before the child starts: it then gets the default dispositions, even for
+    # a SIGINT that the shell had ignored for us (Dagster maps SIGTERM onto SIGINT's handler).
+    on_main = threading.current_thread() is threading.main_thread()
+    forwarded = [*_INTERRUPT_SIGNALS]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # respect nohup
+        forwarded.append(signal.SIGHUP)
+    previous = {sig: signal.getsignal(sig) for sig in forwarded} if on_main else {}
+    try:
+        for sig in previous:
+            signal.signal(sig, forward)
+        proc = subprocess.Popen(
+            list(argv), env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True
+        )
+        if first_signal_at:  # asked to stop while the child was starting
+            proc.send_signal(signal.SIGTERM)
+        while proc.poll() is None:
+            if first_signal_at and time.monotonic() - first_signal_at[0] > stop_timeout:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if proc is not None:
+            if proc.poll() is None:  # stopped by an exception of our own
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=stop_timeout)
+            _kill_group(proc.pid, 3.0)
+            proc.wait()
+    assert proc is not None
+    code = proc.returncode
+    return 128 - code if code < 0 else code

@@ -28,16 +28,15 @@ DEMO_SESSIONS = 5
 
 
 def _dagster_home() -> Path:
-    """DAGSTER_HOME: the folder holding this project's dagster.yaml (the current one), else a
-    fresh instance folder under the data directory."""
+    """DAGSTER_HOME when it is set, else the data folder's own instance, ``<data dir>/dagster``,
+    configured by a copy of the project's dagster.yaml (see its comments)."""
     if os.environ.get("DAGSTER_HOME"):
-        return Path(os.environ["DAGSTER_HOME"])
-    here = Path.cwd()
-    if (here / "dagster.yaml").is_file():
-        return here
-    home = Path(os.environ.get("SPY_ASSETS_DATA_DIR", "data")).absolute() / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    return home
+        home = Path(os.environ["DAGSTER_HOME"])
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+    from spy_assets.defs.recovery import prepare_instance_home
+
+    return prepare_instance_home(_data_dir() / "dagster")
 
 
 def _data_dir() -> Path:
@@ -89,6 +88,10 @@ def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = 
     """Materialize every asset and check for a range of sessions, a chunk per run."""
     os.environ.setdefault("DAGSTER_HOME", str(_dagster_home()))
     sessions = list(sessions) if sessions is not None else _session_range(args)
+    from spy_assets.defs.recovery import reclaim_on_start
+
+    if reclaimed := reclaim_on_start(_data_dir()):
+        print(reclaimed, flush=True)
     from dagster import DagsterInstance
 
     from spy_assets.definitions import defs
@@ -226,12 +229,18 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    """``dagster dev`` on the same instance and data folder as the other commands, as a child
+    process that SIGINT/SIGTERM stop (its whole process group, if it does not stop by itself)."""
+    from spy_assets.defs.recovery import project_file, run_supervised
+
     home = _dagster_home()
     os.environ["DAGSTER_HOME"] = str(home)
-    argv = ["dagster", "dev", "-w", "workspace.yaml", "-h", args.host, "-p", str(args.port)]
+    os.environ["SPY_ASSETS_DATA_DIR"] = str(_data_dir())
+    workspace = project_file("workspace.yaml") or Path("workspace.yaml")
+    argv = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace)]
+    argv += ["-h", args.host, "-p", str(args.port)]
     print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={home})", flush=True)
-    os.execvp(argv[0], argv)
-    return 0  # pragma: no cover
+    return run_supervised(argv)
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -312,11 +321,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "start", None) and not getattr(args, "end", None):
         args.end = args.start
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from contextlib import nullcontext
+
+    guard = nullcontext()
+    if args.func in (cmd_backfill, cmd_demo):  # SIGINT/SIGTERM end their runs cleanly
+        from spy_assets.defs.recovery import interrupt_guard
+
+        guard = interrupt_guard()
     try:
-        return int(args.func(args) or 0)
+        with guard:
+            return int(args.func(args) or 0)
     except SpyAssetsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # recovery.Interrupted names the signal and the run
+        print(f"interrupted: {exc or 'SIGINT received'}", file=sys.stderr, flush=True)
+        return getattr(exc, "exit_code", 130)
 
 
 if __name__ == "__main__":  # pragma: no cover

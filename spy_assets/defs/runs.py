@@ -13,6 +13,8 @@ from dagster import DagsterInstance, Definitions, ExecuteInProcessResult, materi
 ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
+from spy_assets.defs import recovery
+
 
 def materialize_sessions(
     defs: Definitions,
@@ -23,23 +25,40 @@ def materialize_sessions(
     log_level: str = "INFO",
     on_chunk: Callable[[dt.date, dt.date, ExecuteInProcessResult], None] | None = None,
 ) -> list[ExecuteInProcessResult]:
-    """One run per chunk of consecutive sessions; every asset fetches its range at once."""
+    """One run per chunk of consecutive sessions; every asset fetches its range at once.
+
+    Each run is tagged with this process (:func:`recovery.owner_tags`), so that the next command
+    can reclaim it if this process dies. On SIGINT/SIGTERM (under
+    :func:`recovery.interrupt_guard`) or a KeyboardInterrupt, the current run ends failed, its
+    pool slots are freed and :class:`recovery.Interrupted` is raised.
+    """
     nodes = [*defs.assets, *defs.asset_checks]
     merged = {**defs.resources, **(resources or {})}
+    owner = recovery.owner_tags()
     results = []
     for start in range(0, len(sessions), chunk):
         part = list(sessions[start : start + chunk])
-        result = materialize(
-            nodes,
-            instance=instance,
-            resources=merged,
-            tags={
-                ASSET_PARTITION_RANGE_START_TAG: part[0].isoformat(),
-                ASSET_PARTITION_RANGE_END_TAG: part[-1].isoformat(),
-            },
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-            raise_on_error=False,
-        )
+        tags = {
+            ASSET_PARTITION_RANGE_START_TAG: part[0].isoformat(),
+            ASSET_PARTITION_RANGE_END_TAG: part[-1].isoformat(),
+            **owner,
+        }
+        try:
+            with recovery.run_scope():
+                result = materialize(
+                    nodes,
+                    instance=instance,
+                    resources=merged,
+                    tags=tags,
+                    run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+                    raise_on_error=False,
+                )
+        except KeyboardInterrupt as exc:
+            raise recovery.stop_interrupted_run(instance, tags, exc) from None
+        if recovery.interrupt_requested() is not None:
+            raise recovery.stop_interrupted_run(instance, tags, run_id=result.run_id)
+        if not result.success:
+            recovery.free_run_slots(instance, result.run_id)
         results.append(result)
         if on_chunk:
             on_chunk(part[0], part[-1], result)

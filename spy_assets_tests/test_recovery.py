@@ -11,7 +11,7 @@ import uuid
 import pytest
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 
-from spy_assets.defs.common import VENDOR_POOL
+from spy_assets.defs.factory import VENDOR_POOL
 from spy_assets.defs.recovery import (
     OWNER_HOST_TAG,
     OWNER_START_TAG,

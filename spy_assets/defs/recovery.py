@@ -240,12 +240,10 @@ def reclaim_on_start(data_dir: Path) -> str | None:
 
 
 def sweep_temp_files(data_dir: Path) -> list[Path]:
-    """Remove the ``.data.<pid>.*.parquet.tmp`` files of writers that died, where the storage
-    layer offers it (``Storage.sweep_temp_files``); an empty list otherwise."""
+    """Remove the ``.data.<pid>.*.parquet.tmp`` files of writers that died."""
     from spy_assets.storage import Storage
 
-    sweep = getattr(Storage(data_dir), "sweep_temp_files", None)
-    return list(sweep()) if sweep is not None else []
+    return Storage(data_dir).sweep_temp_files()
 
 
 # --------------------------------------------------------------------------- interrupts

@@ -9,11 +9,11 @@ from typing import Protocol
 
 from dagster import DagsterInstance, Definitions, ExecuteInProcessResult, materialize
 
+from spy_assets.defs import recovery
+
 # Dagster's documented run tags for a single run over a range of partitions.
 ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
-
-from spy_assets.defs import recovery
 
 
 def materialize_sessions(

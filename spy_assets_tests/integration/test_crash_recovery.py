@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
-from spy_assets.defs.common import VENDOR_POOL
+from spy_assets.defs.factory import VENDOR_POOL
 from spy_assets.defs.recovery import owner_tags, prepare_instance_home
 from spy_assets.sources.synthetic import SyntheticMarket
-from spy_assets.storage import Storage
 from spy_assets_tests.vendor_server import VendorServer
 
 pytestmark = pytest.mark.slow
@@ -242,11 +241,6 @@ def test_every_parquet_file_is_byte_identical_to_a_clean_run(crashed_and_clean):
 
 
 def test_no_temporary_file_survives_the_crashes(crashed_and_clean):
-    if not hasattr(Storage, "sweep_temp_files"):
-        pytest.skip(
-            "Storage.sweep_temp_files (removes the .tmp files of writers that died) is not in "
-            "this branch yet; backfill calls it as soon as it exists"
-        )
     leftovers = list((crashed_and_clean["crashed"] / "parquet").rglob("*.tmp"))
     assert leftovers == []
 

@@ -94,7 +94,7 @@ def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = 
         print(reclaimed, flush=True)
     from dagster import DagsterInstance
 
-    from spy_assets.definitions import defs
+    from spy_assets.definitions import build_definitions
     from spy_assets.defs.runs import failure_summary, materialize_sessions
 
     print(
@@ -113,7 +113,12 @@ def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = 
 
     with DagsterInstance.get() as instance:
         results = materialize_sessions(
-            defs, sessions, instance, chunk=args.chunk, log_level=args.log_level, on_chunk=progress
+            build_definitions(),
+            sessions,
+            instance,
+            chunk=args.chunk,
+            log_level=args.log_level,
+            on_chunk=progress,
         )
     failed = [r for r in results if not r.success]
     if failed:

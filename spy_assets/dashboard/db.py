@@ -44,6 +44,7 @@ class PageReader:
         self.storage = storage
         self.parquet_root = storage.root / "parquet"
         self.views: dict[str, list[Path]] = {}
+        self._fast: dict[str, Dataset] = {}  # views made without union_by_name
         self._spill = tempfile.mkdtemp(prefix="spy-assets-dashboard-")
         self._con = duckdb.connect(":memory:", config={"threads": threads})
         readable = self.parquet_root.as_posix() + "/"
@@ -73,35 +74,62 @@ class PageReader:
         self._con.close()
         shutil.rmtree(self._spill, ignore_errors=True)
 
-    def view(self, name: str, ds: Dataset, sessions: Sequence[dt.date]) -> str:
+    def view(
+        self, name: str, ds: Dataset, sessions: Sequence[dt.date], *, same_schema: bool = False
+    ) -> str:
         """Create view ``name`` over the given sessions of ``ds`` (a ``session`` DATE column is
-        added from the folder). Every session's file must exist; the caller has checked which
-        are stored and readable."""
+        added from the folder). Every session's file must exist: the caller has listed or
+        checked them (a missing one fails the query).
+
+        ``same_schema`` skips reading every file's schema up front (DuckDB's
+        ``union_by_name``), which is most of the cost of a view over hundreds of files; if the
+        files then turn out to differ, :meth:`frame` rebuilds the view with it and retries.
+        """
         files = [self.storage.partition_path(ds, s) for s in sessions]
         if not files:
             raise MissingPartitionError(f"{ds.name}: no session to read")
-        missing = [p for p in files if not p.is_file()]
-        if missing:
-            raise MissingPartitionError(f"{ds.name} is not stored at {missing[0]}")
-        listed = "[" + ", ".join(_sql_str(p.as_posix()) for p in files) + "]"
+        self.views[name] = files
+        self._create(name, ds, union=not same_schema)
+        return name
+
+    def _create(self, name: str, ds: Dataset, union: bool) -> None:
+        listed = "[" + ", ".join(_sql_str(p.as_posix()) for p in self.views[name]) + "]"
         try:
             self._con.execute(
                 f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM read_parquet({listed}, '
-                "hive_partitioning = true, hive_types = {'session': DATE}, union_by_name = true)"
+                "hive_partitioning = true, hive_types = {'session': DATE}, "
+                f"union_by_name = {'true' if union else 'false'})"
             )
         except duckdb.Error as exc:
             raise CorruptPartitionError(
                 f"a stored file of {ds.name} cannot be read ({_first_line(exc)}): "
                 "re-materialize its session"
             ) from None
-        self.views[name] = files
-        return name
+        if union:
+            self._fast.pop(name, None)
+        else:
+            self._fast[name] = ds
 
-    def frame(self, sql: str, params: Sequence[object] | None = None) -> pd.DataFrame:
-        """Run one SELECT over the views; a damaged file becomes a CorruptPartitionError."""
+    def frame(
+        self, sql: str, params: Sequence[object] | None = None, *, arrow: bool = False
+    ) -> pd.DataFrame:
+        """Run one SELECT over the views; a damaged file becomes a CorruptPartitionError.
+
+        ``arrow`` fetches through Arrow, quicker for hundreds of thousands of rows (DATE
+        columns then arrive as ``datetime.date`` objects: cast them in the SQL if needed).
+        """
         try:
+            if arrow:
+                return self._con.sql(sql, params=list(params or [])).to_arrow_table().to_pandas()
             return self._con.execute(sql, list(params or [])).df()
-        except (duckdb.InvalidInputException, duckdb.IOException) as exc:
-            raise CorruptPartitionError(
-                f"a stored file cannot be read ({_first_line(exc)}): re-materialize its session"
-            ) from None
+        except duckdb.Error as exc:
+            mismatch = (duckdb.BinderException, duckdb.ConversionException)
+            if self._fast and isinstance(exc, (*mismatch, duckdb.InvalidInputException)):
+                for name, ds in list(self._fast.items()):  # maybe the schemas differ: unite
+                    self._create(name, ds, union=True)
+                return self.frame(sql, params, arrow=arrow)
+            if isinstance(exc, (duckdb.InvalidInputException, duckdb.IOException)):
+                raise CorruptPartitionError(
+                    f"a stored file cannot be read ({_first_line(exc)}): re-materialize its session"
+                ) from None
+            raise

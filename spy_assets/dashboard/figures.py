@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from spy_assets.analytics.scanner import ScanReport
 from spy_assets.dashboard.queries import ContractView, SessionView, to_et
@@ -17,81 +16,90 @@ from spy_assets.dashboard.queries import ContractView, SessionView, to_et
 EVENT_SHAPE = "scan event"
 CALL_COLOR, PUT_COLOR, SPOT_COLOR = "#2e7d32", "#c62828", "#1f77b4"
 _LAYOUT = {
-    "template": "plotly_white",
     "margin": {"l": 60, "r": 20, "t": 40, "b": 30},
     "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
     "hovermode": "x unified",
 }
 
 
+def _stacked(heights: list[float], titles: list[str], spacing: float) -> dict[str, object]:
+    """Layout axes for rows stacked top to bottom that share one time axis: row ``i`` (from
+    1) plots on ``y``, ``y2``, … and every row on ``x``, drawn under the bottom row."""
+    free = 1.0 - spacing * (len(heights) - 1)
+    total = sum(heights)
+    axes: dict[str, object] = {}
+    top = 1.0
+    for i, (height, title) in enumerate(zip(heights, titles, strict=True), start=1):
+        bottom = max(0.0, top - free * height / total)
+        axes["yaxis" if i == 1 else f"yaxis{i}"] = {
+            "domain": [bottom, top],
+            "anchor": "x",
+            "title": {"text": title},
+        }
+        top = bottom - spacing
+    axes["xaxis"] = {"anchor": f"y{len(heights)}" if len(heights) > 1 else "y", "domain": [0, 1]}
+    return axes
+
+
+def _line(x: object, y: object, name: str, axis: str = "y", **style: object) -> dict:
+    trace = {"type": "scatter", "mode": "lines", "x": x, "y": y, "name": name, "yaxis": axis}
+    trace.update(style)
+    return trace
+
+
+def _array(values: pd.Series) -> np.ndarray:
+    return values.to_numpy()
+
+
 def session_figure(view: SessionView) -> go.Figure:
     """The underlying's closes with the open marked and each picked strike as a line (calls
     above, puts below the open); VIX below. Traces: close, open, one per strike, VIX."""
     has_vix = view.vix is not None and not view.vix.empty
-    rows = 2 if has_vix else 1
-    fig = make_subplots(
-        rows=rows,
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.06,
-        row_heights=[0.72, 0.28] if has_vix else [1.0],
-    )
     x = to_et(view.spot["timestamp"])
-    fig.add_trace(
-        go.Scatter(
-            x=x,
-            y=view.spot["close"],
-            mode="lines",
-            name=f"{view.underlying} close",
+    traces = [
+        _line(
+            _array(x),
+            _array(view.spot["close"]),
+            f"{view.underlying} close",
             line={"color": SPOT_COLOR, "width": 1.6},
         ),
-        row=1,
-        col=1,
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=[to_et(pd.Series([view.open_time])).iloc[0]],
-            y=[view.open_price],
-            mode="markers+text",
-            name=f"open {view.open_price:.2f}",
-            text=["open"],
-            textposition="top center",
-            marker={"symbol": "diamond", "size": 11, "color": "black"},
-        ),
-        row=1,
-        col=1,
-    )
+        {
+            "type": "scatter",
+            "mode": "markers+text",
+            "x": [to_et(pd.Series([view.open_time])).iloc[0]],
+            "y": [view.open_price],
+            "name": f"open {view.open_price:.2f}",
+            "text": ["open"],
+            "textposition": "top center",
+            "marker": {"symbol": "diamond", "size": 11, "color": "black"},
+        },
+    ]
     span = [x.iloc[0], x.iloc[-1]]
     for strike in view.strikes.itertuples(index=False):
         call = strike.contract_type == "call"
-        fig.add_trace(
-            go.Scatter(
-                x=span,
-                y=[strike.strike, strike.strike],
-                mode="lines",
-                name=f"{'C' if call else 'P'} {strike.strike:g}",
+        traces.append(
+            _line(
+                span,
+                [strike.strike, strike.strike],
+                f"{'C' if call else 'P'} {strike.strike:g}",
                 line={"color": CALL_COLOR if call else PUT_COLOR, "dash": "dash", "width": 1},
                 hovertext=strike.contract,
-            ),
-            row=1,
-            col=1,
+            )
         )
+    heights, titles = [1.0], [view.underlying]
     if has_vix:
-        fig.add_trace(
-            go.Scatter(
-                x=to_et(view.vix["timestamp"]),
-                y=view.vix["close"],
-                mode="lines",
-                name="VIX",
+        traces.append(
+            _line(
+                _array(to_et(view.vix["timestamp"])),
+                _array(view.vix["close"]),
+                "VIX",
+                axis="y2",
                 line={"color": "#6a1b9a", "width": 1.2},
-            ),
-            row=2,
-            col=1,
+            )
         )
-        fig.update_yaxes(title_text="VIX", row=2, col=1)
-    fig.update_yaxes(title_text=view.underlying, row=1, col=1)
-    fig.update_layout(height=560 if has_vix else 420, **_LAYOUT)
-    return fig
+        heights, titles = [0.72, 0.28], [view.underlying, "VIX"]
+    layout = {**_LAYOUT, **_stacked(heights, titles, 0.06), "height": 560 if has_vix else 420}
+    return go.Figure({"data": traces, "layout": layout})
 
 
 def contract_figure(view: ContractView) -> go.Figure:
@@ -99,100 +107,85 @@ def contract_figure(view: ContractView) -> go.Figure:
     session low (the scan's reference) and the trigger level above it; then IV (with the
     minutes whose IV is NaN marked by ``iv_status``), delta, gamma and theta."""
     bars, events = view.bars, view.events
-    x = to_et(bars["timestamp"])
-    titles = ("close", "IV", "delta", "gamma", "theta (per day)")
-    fig = make_subplots(
-        rows=5,
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.025,
-        row_heights=[0.36, 0.16, 0.16, 0.16, 0.16],
-    )
-    fig.add_trace(
-        go.Scatter(x=x, y=bars["close"], mode="lines", name="close", line={"color": SPOT_COLOR}),
-        row=1,
-        col=1,
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=x,
-            y=bars["running_low"],
-            mode="lines",
-            name="running session low (reference)",
-            line={"color": "#555555", "dash": "dot", "width": 1.2},
-            line_shape="hv",
+    x = _array(to_et(bars["timestamp"]))
+    low = _array(bars["running_low"])
+    traces = [
+        _line(x, _array(bars["close"]), "close", line={"color": SPOT_COLOR}),
+        _line(
+            x,
+            low,
+            "running session low (reference)",
+            line={"color": "#555555", "dash": "dot", "width": 1.2, "shape": "hv"},
         ),
-        row=1,
-        col=1,
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=x,
-            y=bars["running_low"] * (1 + view.threshold),
-            mode="lines",
-            name=f"trigger level (+{view.threshold * 100:g}%)",
-            line={"color": "#ef6c00", "dash": "dash", "width": 1},
-            line_shape="hv",
+        _line(
+            x,
+            low * (1 + view.threshold),
+            f"trigger level (+{view.threshold * 100:g}%)",
+            line={"color": "#ef6c00", "dash": "dash", "width": 1, "shape": "hv"},
         ),
-        row=1,
-        col=1,
-    )
+    ]
     if len(events):
-        fig.add_trace(
-            go.Scatter(
-                x=to_et(events["peak_time"]),
-                y=events["peak_price"],
-                mode="markers",
-                name="event peak",
-                marker={"symbol": "triangle-up", "size": 10, "color": "#d81b60"},
-            ),
-            row=1,
-            col=1,
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "x": _array(to_et(events["peak_time"])),
+                "y": _array(events["peak_price"]),
+                "name": "event peak",
+                "marker": {"symbol": "triangle-up", "size": 10, "color": "#d81b60"},
+            }
         )
-    for start, end in zip(to_et(events["trigger_time"]), to_et(events["end_time"]), strict=True):
-        fig.add_vrect(
-            x0=start,
-            x1=end,
-            fillcolor="#ffb300",
-            opacity=0.22,
-            line_width=0,
-            layer="below",
-            name=EVENT_SHAPE,
-            row=1,
-            col=1,
-        )
-    fig.add_trace(
-        go.Scatter(x=x, y=bars["iv"], mode="lines", name="IV", line={"color": "#00897b"}),
-        row=2,
-        col=1,
-    )
+    shapes = [
+        {
+            "type": "rect",
+            "name": EVENT_SHAPE,
+            "xref": "x",
+            "yref": "y domain",
+            "x0": start,
+            "x1": end,
+            "y0": 0,
+            "y1": 1,
+            "fillcolor": "#ffb300",
+            "opacity": 0.22,
+            "line": {"width": 0},
+            "layer": "below",
+        }
+        for start, end in zip(to_et(events["trigger_time"]), to_et(events["end_time"]), strict=True)
+    ]
+    traces.append(_line(x, _array(bars["iv"]), "IV", axis="y2", line={"color": "#00897b"}))
     missing = bars["iv"].isna().to_numpy()
     if missing.any():
         floor = float(np.nanmin(bars["iv"])) if (~missing).any() else 0.0
-        fig.add_trace(
-            go.Scatter(
-                x=x[missing],
-                y=np.full(int(missing.sum()), floor),
-                mode="markers",
-                name="IV NaN (iv_status)",
-                text=bars["iv_status"][missing],
-                hovertemplate="%{text}<extra>IV NaN</extra>",
-                marker={"symbol": "x", "size": 6, "color": "#b71c1c"},
-            ),
-            row=2,
-            col=1,
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "x": x[missing],
+                "y": np.full(int(missing.sum()), floor),
+                "yaxis": "y2",
+                "name": "IV NaN (iv_status)",
+                "text": _array(bars["iv_status"])[missing],
+                "hovertemplate": "%{text}<extra>IV NaN</extra>",
+                "marker": {"symbol": "x", "size": 6, "color": "#b71c1c"},
+            }
         )
-    greeks = ((3, "delta", "#3949ab"), (4, "gamma", "#8e24aa"), (5, "theta", "#6d4c41"))
-    for row, column, color in greeks:
-        fig.add_trace(
-            go.Scatter(x=x, y=bars[column], mode="lines", name=column, line={"color": color}),
-            row=row,
-            col=1,
-        )
-    for row, title in enumerate(titles, start=1):
-        fig.update_yaxes(title_text=title, row=row, col=1)
-    fig.update_layout(height=860, **_LAYOUT)
-    return fig
+    for axis, column, color in (
+        ("y3", "delta", "#3949ab"),
+        ("y4", "gamma", "#8e24aa"),
+        ("y5", "theta", "#6d4c41"),
+    ):
+        traces.append(_line(x, _array(bars[column]), column, axis=axis, line={"color": color}))
+    layout = {
+        **_LAYOUT,
+        **_stacked(
+            [0.36, 0.16, 0.16, 0.16, 0.16],
+            ["close", "IV", "delta", "gamma", "theta (per day)"],
+            0.025,
+        ),
+        "shapes": shapes,
+        "height": 860,
+    }
+    return go.Figure({"data": traces, "layout": layout})
 
 
 def trigger_hours_figure(report: ScanReport) -> go.Figure:

@@ -134,12 +134,20 @@ class InstanceHealth:
     def materialized_partitions(self, name: str) -> set[str]:
         return set(self.instance.get_materialized_partitions(_key(name)))
 
-    def latest_materialization(self, name: str) -> dict[str, object] | None:
-        event = self.instance.get_latest_materialization_event(_key(name))
-        if event is None:
-            return None
-        partition = event.asset_materialization.partition if event.asset_materialization else None
-        return {"timestamp": event.timestamp, "run_id": event.run_id, "partition": partition}
+    def latest_materializations(self, names: Sequence[str]) -> dict[str, dict[str, object]]:
+        """Per dataset, its latest materialization (one read for all of them)."""
+        out = {}
+        for record in self.instance.get_asset_records([_key(n) for n in names]):
+            event = record.asset_entry.last_materialization
+            if event is None:
+                continue
+            made = event.asset_materialization
+            out[record.asset_entry.asset_key.to_user_string()] = {
+                "timestamp": event.timestamp,
+                "run_id": event.run_id,
+                "partition": made.partition if made else None,
+            }
+        return out
 
     def materializations(self, name: str, sessions: Sequence[dt.date]) -> dict[str, dict]:
         """The latest materialization of each of these sessions: ``{session: {timestamp,
@@ -183,13 +191,19 @@ class InstanceHealth:
         )
         return [_check_run(r) for r in records]
 
-    def latest_check(self, name: str, check: str) -> CheckRun | None:
+    def latest_checks(
+        self, names: Sequence[str], checks: Sequence[str]
+    ) -> dict[tuple[str, str], CheckRun]:
+        """The latest evaluation of each (dataset, check) that has one (one read for all)."""
         from dagster import AssetCheckKey
 
-        record = self.instance.get_latest_asset_check_evaluation_record(
-            AssetCheckKey(_key(name), check)
-        )
-        return _check_run(record) if record is not None else None
+        keys = [AssetCheckKey(_key(n), c) for n in names for c in checks]
+        found = self.instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+        return {
+            (key.asset_key.to_user_string(), key.name): _check_run(record)
+            for key, record in found.items()
+            if record is not None
+        }
 
 
 def _check_run(record: object) -> CheckRun:
@@ -258,14 +272,21 @@ def session_table(
 
 
 def dataset_summary(
-    storage: Storage, health: InstanceHealth | None, names: Sequence[str]
+    sessions: Mapping[str, Sequence[dt.date]],
+    health: InstanceHealth | None,
 ) -> pd.DataFrame:
-    """One row per dataset: sessions stored and damaged, the span, what the instance recorded
-    (materialized sessions, the latest materialization and schema check) and the drift and
-    freshness checks (not defined yet: the column says so until an evaluation exists)."""
+    """One row per dataset (``sessions`` maps each to its stored sessions): the span, what the
+    instance recorded (materialized sessions, the latest materialization and schema check)
+    and the drift and freshness checks (not defined yet: the column says so until an
+    evaluation exists)."""
+    names = list(sessions)
+    latest, checks = {}, {}
+    if health is not None:
+        latest = health.latest_materializations(names)
+        checks = health.latest_checks(names, (SCHEMA_CHECK, *PLANNED_CHECKS))
     records = []
     for name in names:
-        stored = storage.sessions(dataset_from_name(name))
+        stored = sessions[name]
         record: dict[str, object] = {
             "dataset": name,
             "sessions stored": len(stored),
@@ -274,21 +295,20 @@ def dataset_summary(
         }
         if health is not None:
             record["materialized sessions"] = len(health.materialized_partitions(name))
-            latest = health.latest_materialization(name)
+            made = latest.get(name)
             record["last materialization"] = (
-                f"{_when(latest['timestamp'])} ({latest['partition']}, run "
-                f"{str(latest['run_id'])[:8]})"
-                if latest
+                f"{_when(made['timestamp'])} ({made['partition']}, run {str(made['run_id'])[:8]})"
+                if made
                 else "never"
             )
-            check = health.latest_check(name, SCHEMA_CHECK)
+            check = checks.get((name, SCHEMA_CHECK))
             record["schema check (latest)"] = (
                 "never evaluated"
                 if check is None
                 else check.status + (f": {check.description}" if check.description else "")
             )
             for planned in PLANNED_CHECKS:
-                found = health.latest_check(name, planned)
+                found = checks.get((name, planned))
                 record[planned] = "not defined yet" if found is None else found.status
         records.append(record)
     return pd.DataFrame.from_records(records)
@@ -297,13 +317,3 @@ def dataset_summary(
 def dataset_from_name(name: str) -> Dataset:
     """The storage Dataset of ``group/kind`` (the key does not matter for listing)."""
     return Dataset(name, ())
-
-
-def damaged_sessions(storage: Storage, names: Sequence[str]) -> dict[str, list[dt.date]]:
-    """Per dataset, the sessions whose file is there but not readable Parquet."""
-    out = {}
-    for name in names:
-        bad = storage.corrupt_sessions(dataset_from_name(name))
-        if bad:
-            out[name] = bad
-    return out

@@ -8,6 +8,7 @@ session, a dataset that is not built yet (with the command that builds it), a da
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -272,9 +273,16 @@ def contract_view(
     return ContractView(session, contract, threshold, bars, events)
 
 
-def _stored_threshold(storage: Storage, events_ds: Dataset, sessions: Sequence[dt.date]) -> float:
-    """The threshold the stored events were scanned with (their provenance); one or an error."""
-    found = set()
+def _stored_threshold(
+    storage: Storage,
+    events_ds: Dataset,
+    sessions: Sequence[dt.date],
+    also: Sequence[float] = (),
+) -> float:
+    """The threshold the stored events of these sessions were scanned with (their provenance,
+    plus ``also``: thresholds known from event rows); one, or the error ``spy-assets report``
+    gives."""
+    found = {float(t) for t in also}
     for session in sessions:
         value = storage.provenance(events_ds, session).get("params", {})
         found.add(float(value.get("threshold", "nan")) if isinstance(value, dict) else math.nan)
@@ -291,8 +299,10 @@ def _stored_threshold(storage: Storage, events_ds: Dataset, sessions: Sequence[d
 def stored_threshold(storage: Storage, underlying: str) -> float:
     """The threshold the latest stored scan events were made with (the default)."""
     events_ds = dataset(underlying, "scan_events")
-    readable = [s for s in reversed(storage.sessions(events_ds)) if storage.exists(events_ds, s)]
-    return _stored_threshold(storage, events_ds, readable[:1]) if readable else DEFAULT_THRESHOLD
+    latest = next(
+        (s for s in reversed(storage.sessions(events_ds)) if storage.exists(events_ds, s)), None
+    )
+    return DEFAULT_THRESHOLD if latest is None else _stored_threshold(storage, events_ds, [latest])
 
 
 @dataclass
@@ -321,49 +331,62 @@ def report_view(
     end: dt.date,
     threshold: float | None = None,
 ) -> ReportView:
-    """The report over [start, end] exactly as ``spy-assets report`` computes it
-    (:func:`spy_assets.reports.stored_sessions` and :func:`scan_report`), reading only the four
-    columns the scanner needs. A ``threshold`` other than the stored one rescans the bars."""
+    """The report over [start, end] exactly as ``spy-assets report`` computes it (the sessions
+    of :func:`spy_assets.reports.stored_sessions`, :func:`scan_report` at the threshold in the
+    events' provenance), reading only the four columns the scanner needs. A ``threshold``
+    other than the stored one rescans the bars with :func:`scan_events`.
+
+    The stored sessions are found by listing the folders and letting DuckDB read the files;
+    only when one turns out damaged are the footers checked one by one to leave it out.
+    """
+    underlying = underlying.upper()
     if start > end:
         raise NotASessionError(f"the range starts ({start}) after it ends ({end})")
-    sessions = [s for s in calendar.sessions_between(start, end) if s <= calendar.current_session()]
+    current = calendar.current_session()
+    sessions = [s for s in calendar.sessions_between(start, end) if s <= current]
     if not sessions:
         raise NotASessionError(f"no NYSE session has traded between {start} and {end}")
     features_ds = dataset(underlying, "features")
     events_ds = dataset(underlying, "scan_events")
-    stored = report_sessions(storage, underlying.upper(), sessions)
-    kept = set(stored)
-    damaged = [
-        s
-        for s in sessions
-        if s not in kept
-        and "corrupt" in (storage.status(features_ds, s), storage.status(events_ds, s))
-    ]
-    not_stored = [s for s in sessions if s not in kept and s not in damaged]
+    wanted = set(sessions)
+    listed = sorted(wanted & set(storage.sessions(features_ds)) & set(storage.sessions(events_ds)))
+    damaged: list[dt.date] = []
+    try:
+        bars, events = _report_inputs(storage, features_ds, events_ds, listed)
+        stored = listed
+    except CorruptPartitionError:
+        stored = report_sessions(storage, underlying, listed)
+        damaged = sorted(set(listed) - set(stored))
+        bars, events = _report_inputs(storage, features_ds, events_ds, stored)
+    not_stored = [s for s in sessions if s not in set(stored) and s not in set(damaged)]
     if not stored:
         extra = f" ({len(damaged)} damaged: rebuild them)" if damaged else ""
         raise MissingPartitionError(
-            f"no scan events of {underlying.upper()} are stored for {sessions[0]} … "
+            f"no scan events of {underlying} are stored for {sessions[0]} … "
             f"{sessions[-1]}{extra}: build them with {backfill_command(sessions[0], sessions[-1])}"
         )
-    stored_threshold = _stored_threshold(storage, events_ds, stored)
-    with PageReader(storage) as db:
-        db.view("features", features_ds, stored)
-        db.view("events", events_ds, stored)
-        bars = db.frame("SELECT contract, session, timestamp, close FROM features")
-        events = db.frame(
-            "SELECT * EXCLUDE (session), session FROM events ORDER BY trigger_time, contract"
-        )
-    bars["session"] = _dates(bars["session"])
-    events["session"] = _dates(events["session"])
+    # Each event row carries the threshold it was scanned with, as the file's provenance
+    # does; only sessions without any event need their provenance read.
+    with_events = set(_dates(events["session"].drop_duplicates()))
+    stored_threshold = _stored_threshold(
+        storage,
+        events_ds,
+        [s for s in stored if s not in with_events],
+        also=events["threshold"].dropna().unique(),
+    )
     rescanned = threshold is not None and not math.isclose(
         threshold, stored_threshold, rel_tol=0, abs_tol=1e-12
     )
     if rescanned:
         events = scan_events(bars, threshold)
-        report = scan_report(bars, events, threshold=threshold)
-    else:
-        report = scan_report(bars, events, threshold=stored_threshold)
+    report = scan_report(bars, events, threshold=threshold if rescanned else stored_threshold)
+    # sessions travel as timestamps (the scanner groups those faster than date objects)
+    report = dataclasses.replace(
+        report,
+        first_session=_date_or_none(report.first_session),
+        last_session=_date_or_none(report.last_session),
+    )
+    events = events.assign(session=_dates(events["session"]))
     return ReportView(
         report=report,
         events=events.reset_index(drop=True),
@@ -373,6 +396,52 @@ def report_view(
         stored_threshold=stored_threshold,
         rescanned=rescanned,
     )
+
+
+def report_fingerprint(
+    storage: Storage, underlying: str, start: dt.date, end: dt.date
+) -> tuple[tuple[str, int, int], ...]:
+    """(path, size, mtime) of every features and scan-events file in [start, end]: a report
+    computed from the same fingerprint would be the same."""
+    out = []
+    for kind in ("features", "scan_events"):
+        ds = dataset(underlying, kind)
+        for session in storage.sessions(ds):
+            if start <= session <= end:
+                path = storage.partition_path(ds, session)
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:
+                    continue
+                out.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return tuple(out)
+
+
+def _report_inputs(
+    storage: Storage, features_ds: Dataset, events_ds: Dataset, sessions: Sequence[dt.date]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The scanner's bars (contract, session, timestamp, close) and the stored events."""
+    if not sessions:
+        return (
+            pd.DataFrame(columns=["contract", "session", "timestamp", "close"]),
+            pd.DataFrame(columns=["contract", "session", "trigger_time", "run_bars"]),
+        )
+    with PageReader(storage) as db:
+        db.view("features", features_ds, sessions, same_schema=True)
+        db.view("events", events_ds, sessions, same_schema=True)
+        bars = db.frame(
+            "SELECT contract, session::TIMESTAMP AS session, timestamp, close FROM features",
+            arrow=True,
+        )
+        events = db.frame(
+            "SELECT * EXCLUDE (session), session::TIMESTAMP AS session FROM events "
+            "ORDER BY trigger_time, contract"
+        )
+    return bars, events
+
+
+def _date_or_none(value: object) -> dt.date | None:
+    return None if value is None else pd.Timestamp(value).date()
 
 
 def _dates(series: pd.Series) -> pd.Series:

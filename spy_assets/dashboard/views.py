@@ -83,14 +83,18 @@ def no_data(root: str) -> str | None:
     return queries.no_data_message(Storage(root))
 
 
-def _warm_dagster() -> None:
+def _warm() -> None:
+    from spy_assets import calendar
+
+    calendar.nyse()  # the exchange calendar takes a moment to build
     import dagster  # noqa: F401 - the health page's client; importing it takes seconds
 
 
 @st.cache_resource(show_spinner=False)
 def warm_up() -> bool:
-    """Import the health page's Dagster client in the background once per server."""
-    threading.Thread(target=_warm_dagster, name="warm-dagster", daemon=True).start()
+    """Load the exchange calendar and import the health page's Dagster client in the
+    background, once per server."""
+    threading.Thread(target=_warm, name="dashboard-warm-up", daemon=True).start()
     return True
 
 
@@ -267,7 +271,8 @@ def report_page() -> None:
         "another one rescans the stored bars.",
     )
     st.query_params.update(start=start.isoformat(), end=end.isoformat(), threshold=f"{percent:g}")
-    view = queries.report_view(storage, underlying, start, end, threshold=percent / 100)
+    fingerprint = queries.report_fingerprint(storage, underlying, start, end)
+    view = cached_report(str(storage.root), underlying, start, end, percent / 100, fingerprint)
     report = view.report
     if view.rescanned:
         st.info(
@@ -316,6 +321,20 @@ def report_page() -> None:
     )
 
 
+@st.cache_data(ttl=60, max_entries=16, show_spinner="Scanning the stored sessions …")
+def cached_report(
+    root: str,
+    underlying: str,
+    start: dt.date,
+    end: dt.date,
+    threshold: float,
+    fingerprint: tuple[tuple[str, int, int], ...],
+) -> queries.ReportView:
+    """The report, kept while every file it read is unchanged (``fingerprint``) for a minute."""
+    del fingerprint  # part of the cache key only
+    return queries.report_view(Storage(root), underlying, start, end, threshold=threshold)
+
+
 def _query_date(name: str, default: dt.date) -> dt.date:
     raw = st.query_params.get(name)
     try:
@@ -352,15 +371,16 @@ def health_page() -> None:
     else:
         st.caption(f"Dagster instance: `{location.home}` ({location.how})")
         instance = _instance_health(str(location.home))
+    listed = {name: stored_sessions(str(storage.root), name) for name in names}
     st.subheader("Datasets")
-    summary = health.dataset_summary(storage, instance, names)
+    summary = health.dataset_summary(listed, instance)
     st.dataframe(summary, hide_index=True, key="health-summary")
     st.caption(
         "Drift and freshness: not measured yet. The graph has no drift or freshness checks "
         "so far; their columns fill in once the instance has evaluated one."
     )
 
-    every = sorted({s for name in names for s in stored_sessions(str(storage.root), name)})
+    every = sorted({s for stored in listed.values() for s in stored})
     if not every:
         return
     left, right = st.columns(2)

@@ -7,7 +7,6 @@ from spy_assets.dashboard import views
 st.set_page_config(
     page_title="spy-assets dashboard", page_icon=":material/monitoring:", layout="wide"
 )
-views.warm_up()
 page = st.navigation(
     [
         st.Page(views.session_page, title="Session", url_path="session", default=True),
@@ -18,3 +17,4 @@ page = st.navigation(
 )
 views.sidebar()
 page.run()
+views.warm_up()  # after the first page is drawn, so it does not slow that one down

@@ -97,7 +97,7 @@ class CheckRun:
     """One evaluation of a check in one run: its status and, per failing session, why."""
 
     run_id: str
-    status: str  # passed, failed, planned (never ran: the run stopped before it)
+    status: str  # passed, failed, or not run (planned, but the run stopped before it)
     timestamp: float | None
     description: str | None
     failures: dict[str, str]
@@ -209,7 +209,7 @@ class InstanceHealth:
 def _check_run(record: object) -> CheckRun:
     evaluation = record.event.asset_check_evaluation if record.event else None
     if evaluation is None:
-        return CheckRun(record.run_id, "planned", None, "the run stopped before the check", {})
+        return CheckRun(record.run_id, "not run", None, "its run stopped before it", {})
     failures = {}
     raw = evaluation.metadata.get("failures")
     if raw is not None:
@@ -301,17 +301,26 @@ def dataset_summary(
                 if made
                 else "never"
             )
-            check = checks.get((name, SCHEMA_CHECK))
-            record["schema check (latest)"] = (
-                "never evaluated"
-                if check is None
-                else check.status + (f": {check.description}" if check.description else "")
+            record["schema check (latest)"] = _check_text(
+                health, name, checks.get((name, SCHEMA_CHECK))
             )
             for planned in PLANNED_CHECKS:
                 found = checks.get((name, planned))
                 record[planned] = "not defined yet" if found is None else found.status
         records.append(record)
     return pd.DataFrame.from_records(records)
+
+
+def _check_text(health: InstanceHealth, name: str, check: CheckRun | None) -> str:
+    if check is None:
+        return "never evaluated"
+    text = check.status + (f": {check.description}" if check.description else "")
+    if check.status == "not run":
+        text += f" (run {check.run_id[:8]})"
+        evaluated = health.check_runs(name, limit=1)
+        if evaluated:
+            text += f"; last evaluated: {evaluated[0].status}"
+    return text
 
 
 def dataset_from_name(name: str) -> Dataset:

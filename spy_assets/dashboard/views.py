@@ -196,15 +196,16 @@ def contract_page() -> None:
         row.contract: f"{row.contract} · {row.contract_type} {row.strike:g} · {row.bars} bars"
         for row in contracts.itertuples(index=False)
     }
-    options = list(labels)
+    contract_of = {label: contract for contract, label in labels.items()}
     wanted = st.query_params.get("contract")
     if wanted and wanted not in labels:
         st.warning(
             f"{wanted} is not one of the contracts picked on {session}: pick one below.",
             icon=":material/info:",
         )
-    index = options.index(wanted) if wanted in labels else 0
-    contract = st.selectbox("Contract", options, index=index, format_func=labels.get)
+    options = list(contract_of)
+    index = options.index(labels[wanted]) if wanted in labels else 0
+    contract = contract_of[st.selectbox("Contract", options, index=index)]
     st.query_params["contract"] = contract
     st.fragment(_contract_body, run_every=_refresh_every(session))(
         storage, underlying, session, contract

@@ -205,7 +205,7 @@ def contract_page() -> None:
         )
     options = list(contract_of)
     index = options.index(labels[wanted]) if wanted in labels else 0
-    contract = contract_of[st.selectbox("Contract", options, index=index)]
+    contract = contract_of[st.selectbox("Contract", options, index=index, key="contract")]
     st.query_params["contract"] = contract
     st.fragment(_contract_body, run_every=_refresh_every(session))(
         storage, underlying, session, contract

@@ -188,7 +188,7 @@ def test_the_app_opens_on_the_session_page(use_data, dash_data):
     assert not at.exception and at.title[0].value == "Session"
 
 
-def test_pages_do_not_import_dagster_until_the_health_page(dash_data):
+def test_pages_do_not_import_dagster_until_the_health_page():
     code = (
         "import sys\n"
         "from spy_assets.dashboard import views, queries, figures, db\n"

@@ -55,12 +55,16 @@ def _build(root: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def dash_data(tmp_path_factory, worker_id) -> Path:
-    """The shared, read-only data folder (build it once across xdist workers)."""
+def dash_data_root(tmp_path_factory, worker_id) -> Path:
+    """Where the shared data folder is (built or not yet)."""
     base = tmp_path_factory.getbasetemp()
-    if worker_id != "master":
-        base = base.parent
-    root = base / "dashboard-data"
+    return (base if worker_id == "master" else base.parent) / "dashboard-data"
+
+
+@pytest.fixture(scope="session")
+def dash_data(dash_data_root) -> Path:
+    """The shared, read-only data folder (built once across xdist workers)."""
+    root, base = dash_data_root, dash_data_root.parent
     with open(base / "dashboard-data.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

@@ -54,11 +54,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def dashboard(dash_data, tmp_path_factory):
-    """``spy-assets dashboard`` on a free port over the shared data folder."""
+def dashboard(dash_data_root, request, tmp_path_factory):
+    """``spy-assets dashboard`` on a free port over the shared data folder (it starts while
+    the folder is being built)."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    env["SPY_ASSETS_DATA_DIR"] = str(dash_data)
+    env["SPY_ASSETS_DATA_DIR"] = str(dash_data_root)
     log = tmp_path_factory.mktemp("dashboard-server") / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -70,6 +71,7 @@ def dashboard(dash_data, tmp_path_factory):
         )
     base = f"http://127.0.0.1:{port}"
     try:
+        request.getfixturevalue("dash_data")
         deadline = time.monotonic() + 90
         while True:
             try:
@@ -121,10 +123,12 @@ def _settle(page, charts: int = 0) -> None:
     )
 
 
-def _chart_when(page, condition: str) -> list[dict]:
-    """The charts once the first one satisfies ``condition`` (a JS function of it)."""
+def _chart_when(page, condition: str, count: int = 1) -> list[dict]:
+    """The charts once there are ``count`` of them (a rerun may briefly show the old one
+    beside the new) and the first satisfies ``condition`` (a JS function of it)."""
     page.wait_for_function(
-        f"() => {{ const c = ({CHARTS_JS})()[0]; return c && ({condition})(c); }}"
+        f"() => {{ const cs = ({CHARTS_JS})(); "
+        f"return cs.length === {count} && ({condition})(cs[0]); }}"
     )
     return page.evaluate(CHARTS_JS)
 
@@ -188,7 +192,7 @@ def test_every_page_in_chromium(dashboard, browser_page, dash_data, tmp_path, mo
     figures = lines[lines.index(next(x for x in lines if "Contract-days" in x)) :][:8]
     printed = dict(re.split(r"\s{2,}", line.strip()) for line in figures)
     assert len(shown) == 8 and shown == printed
-    assert len(page.evaluate(CHARTS_JS)) == 2
+    assert len(_chart_when(page, "c => c.traces.length === 1", count=2)) == 2
     page.get_by_text("Download the events as CSV").wait_for()
     _shot(page, shots, "report")
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,6 +206,26 @@ class InstanceHealth:
             for key, record in found.items()
             if record is not None
         }
+
+
+_OPEN: dict[str, tuple[float, InstanceHealth]] = {}
+_OPEN_LOCK = threading.Lock()
+#: An open instance is reused this long, then opened afresh.
+INSTANCE_TTL_S = 600.0
+
+
+def instance_health(home: Path) -> InstanceHealth:
+    """The instance at ``home``, opened once and kept for :data:`INSTANCE_TTL_S` seconds
+    (opening one means importing Dagster and reading its storage: seconds, not milliseconds).
+    Thread-safe: the server's warm-up and a page may ask at once."""
+    key = str(Path(home).absolute())
+    with _OPEN_LOCK:
+        found = _OPEN.get(key)
+        if found is not None and time.monotonic() - found[0] < INSTANCE_TTL_S:
+            return found[1]
+        opened = InstanceHealth.open(Path(key))
+        _OPEN[key] = (time.monotonic(), opened)
+        return opened
 
 
 def _check_run(record: object) -> CheckRun:

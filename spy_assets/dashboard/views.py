@@ -83,18 +83,25 @@ def no_data(root: str) -> str | None:
     return queries.no_data_message(Storage(root))
 
 
-def _warm() -> None:
+def _warm(data_dir: Path) -> None:
     from spy_assets import calendar
 
     calendar.nyse()  # the exchange calendar takes a moment to build
-    import dagster  # noqa: F401 - the health page's client; importing it takes seconds
+    location = health.locate_instance(data_dir)
+    if location.home is not None:  # the health page's client: importing Dagster takes seconds
+        try:
+            health.instance_health(location.home)
+        except Exception:  # noqa: BLE001 - the health page reports it when it is visited
+            log.warning("could not open the Dagster instance at %s", location.home)
 
 
 @st.cache_resource(show_spinner=False)
 def warm_up() -> bool:
     """Load the exchange calendar and import the health page's Dagster client in the
     background, once per server."""
-    threading.Thread(target=_warm, name="dashboard-warm-up", daemon=True).start()
+    threading.Thread(
+        target=_warm, args=(settings().data_dir,), name="dashboard-warm-up", daemon=True
+    ).start()
     return True
 
 
@@ -300,13 +307,12 @@ def report_page() -> None:
         f" --underlying {underlying}"
     )
     st.caption(f"The same figures on the command line: `{command}`")
-    with st.container(key="report-figures"):
-        st.markdown(report.to_markdown())
-    hours, durations = st.columns(2)
-    hours.plotly_chart(
+    left, right = st.columns(2)
+    left.markdown(report.to_markdown())
+    right.plotly_chart(
         figures.trigger_hours_figure(report), config=_CHART_CONFIG, key="hours-chart"
     )
-    durations.plotly_chart(
+    right.plotly_chart(
         figures.durations_figure(view.events), config=_CHART_CONFIG, key="durations-chart"
     )
     st.subheader(f"Events ({len(view.events):,})")
@@ -353,11 +359,6 @@ def _query_float(name: str, default: float) -> float:
         return default
 
 
-@st.cache_resource(show_spinner=False, ttl=600)
-def _instance_health(home: str) -> health.InstanceHealth:
-    return health.InstanceHealth.open(Path(home))
-
-
 @guarded
 def health_page() -> None:
     st.title("Data health")
@@ -371,7 +372,8 @@ def health_page() -> None:
         st.info(location.how, icon=":material/info:")
     else:
         st.caption(f"Dagster instance: `{location.home}` ({location.how})")
-        instance = _instance_health(str(location.home))
+        with st.spinner("Opening the Dagster instance …"):
+            instance = health.instance_health(location.home)
     listed = {name: stored_sessions(str(storage.root), name) for name in names}
     st.subheader("Datasets")
     summary = health.dataset_summary(listed, instance)

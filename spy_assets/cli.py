@@ -248,6 +248,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return run_supervised(argv)
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Serve the read-only research dashboard on 127.0.0.1."""
+    from spy_assets.dashboard.server import serve
+
+    serve(port=args.port)
+    return 0  # pragma: no cover - serve replaces the process
+
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -318,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=cmd_ui)
+
+    dashboard = sub.add_parser("dashboard", help="serve the read-only research dashboard")
+    dashboard.add_argument("--port", type=_positive_int, default=8501, help="on 127.0.0.1")
+    dashboard.set_defaults(func=cmd_dashboard)
     return parser
 
 

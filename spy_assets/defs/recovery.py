@@ -430,9 +430,7 @@ def stop_interrupted_run(
     if run is None:
         return Interrupted(signum, f"stopped before the run of {span} started")
     return Interrupted(
-        signum,
-        f"run {run.run_id[:8]} ({span}) stopped and marked {run.status.value}; "
-        "its pool slots are free",
+        signum, f"run {run.run_id[:8]} ({span}) ended {run.status.value}, holding no pool slot"
     )
 
 

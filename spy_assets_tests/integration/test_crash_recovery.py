@@ -297,9 +297,14 @@ def test_sigint_stops_a_backfill_waiting_for_a_pool_slot(vendor, tmp_path):
     hogs = _hog_vendor_slots(data)  # held by a live process: never reclaimed
     backfill = Command(["backfill", "--session", "2025-11-17"], data, vendor, True)
     backfill.wait_for("Materializing", timeout=120)
-    time.sleep(3.0)  # the run is up and its first vendor step waits for a slot
-    unfinished, holders = _state(data)
-    assert len(unfinished) == 3 and holders == set(unfinished)  # the hogs and the waiting run
+    deadline = time.monotonic() + 60
+    while True:  # until the run is up and its first vendor step waits for a slot
+        unfinished, holders = _state(data)
+        if len(unfinished) == 3 and holders == set(unfinished):  # the hogs and the waiting run
+            break
+        assert time.monotonic() < deadline, (unfinished, holders, backfill.output())
+        time.sleep(0.5)
+    time.sleep(1.0)
     sent = time.monotonic()
     os.kill(backfill.pid, signal.SIGINT)  # ignored by the shell's `&`, handled anyway
     code = backfill.wait(timeout=60)

@@ -87,6 +87,8 @@ def _warm(data_dir: Path) -> None:
     from spy_assets import calendar
 
     calendar.nyse()  # the exchange calendar takes a moment to build
+    import spy_assets.datasets  # noqa: F401 - the health page's list of datasets (with pandera)
+
     location = health.locate_instance(data_dir)
     if location.home is not None:  # the health page's client: importing Dagster takes seconds
         try:

@@ -99,8 +99,8 @@ def _warm(data_dir: Path) -> None:
 
 @st.cache_resource(show_spinner=False)
 def warm_up() -> bool:
-    """Load the exchange calendar and import the health page's Dagster client in the
-    background, once per server."""
+    """Once per server, in the background: load the exchange calendar, import the datasets
+    table and open the Dagster instance, so that no page visit pays for them."""
     threading.Thread(
         target=_warm, args=(settings().data_dir,), name="dashboard-warm-up", daemon=True
     ).start()

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spy_assets import calendar
-from spy_assets.storage import Dataset, Storage, dataset
+from spy_assets.storage import Dataset, Storage
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
@@ -34,20 +34,11 @@ SCHEMA_CHECK = "schema"
 
 
 def dataset_names(storage: Storage, underlyings: Sequence[str]) -> list[str]:
-    """Every dataset of the configuration plus any other one found on disk, upstream first."""
-    names = ["vix/minute_bars", "news/articles"]
-    for underlying in underlyings:
-        names += [
-            dataset(underlying, kind).name
-            for kind in (
-                "minute_bars",
-                "option_contracts",
-                "option_minute_bars",
-                "features",
-                "scan_events",
-                "training_data",
-            )
-        ]
+    """Every dataset of the configuration (the table in ``spy_assets.datasets``), upstream
+    first, plus any other one found on disk."""
+    from spy_assets.datasets import all_datasets
+
+    names = [spec.name for spec in all_datasets(underlyings)]
     return names + [n for n in storage.datasets_on_disk() if n not in names]
 
 
@@ -80,7 +71,7 @@ def file_table(storage: Storage, names: Sequence[str], sessions: Sequence[dt.dat
     records = []
     for name in names:
         for session in sessions:
-            path = storage.root / "parquet" / name / f"session={session}" / "data.parquet"
+            path = storage.partition_path(dataset_from_name(name), session)
             status, rows = "missing", None
             if path.is_file():
                 try:

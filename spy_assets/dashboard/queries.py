@@ -29,7 +29,7 @@ from spy_assets.errors import (
 from spy_assets.reports import stored_sessions as report_sessions
 from spy_assets.storage import NEWS_ARTICLES, VIX_MINUTE_BARS, Dataset, Storage, dataset
 
-#: What a session of the demo window looks like when nothing is built yet.
+#: The commands that build data, for a page with nothing to show yet.
 BUILD_HINT = (
     "uv run spy-assets demo (the last sessions of the demo window) or "
     "uv run spy-assets backfill --start YYYY-MM-DD --end YYYY-MM-DD"

@@ -87,6 +87,8 @@ def _warm(data_dir: Path) -> None:
     from spy_assets import calendar
 
     calendar.nyse()  # the exchange calendar takes a moment to build
+    import spy_assets.datasets  # noqa: F401 - the health page's list of datasets (with pandera)
+
     location = health.locate_instance(data_dir)
     if location.home is not None:  # the health page's client: importing Dagster takes seconds
         try:
@@ -97,8 +99,8 @@ def _warm(data_dir: Path) -> None:
 
 @st.cache_resource(show_spinner=False)
 def warm_up() -> bool:
-    """Load the exchange calendar and import the health page's Dagster client in the
-    background, once per server."""
+    """Once per server, in the background: load the exchange calendar, import the datasets
+    table and open the Dagster instance, so that no page visit pays for them."""
     threading.Thread(
         target=_warm, args=(settings().data_dir,), name="dashboard-warm-up", daemon=True
     ).start()

@@ -55,10 +55,12 @@ def _build(root: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def dash_data_root(tmp_path_factory, worker_id) -> Path:
-    """Where the shared data folder is (built or not yet)."""
+def dash_data_root(tmp_path_factory, request) -> Path:
+    """Where the shared data folder is (built or not yet): beside the xdist workers' own
+    temporary folders when there are workers."""
     base = tmp_path_factory.getbasetemp()
-    return (base if worker_id == "master" else base.parent) / "dashboard-data"
+    shared = hasattr(request.config, "workerinput")
+    return (base.parent if shared else base) / "dashboard-data"
 
 
 @pytest.fixture(scope="session")

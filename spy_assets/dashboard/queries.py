@@ -337,7 +337,8 @@ def report_view(
     other than the stored one rescans the bars with :func:`scan_events`.
 
     The stored sessions are found by listing the folders and letting DuckDB read the files;
-    only when one turns out damaged are the footers checked one by one to leave it out.
+    only when one turns out damaged are the footers checked one by one to leave it out. A
+    rescan does not read the stored events.
     """
     underlying = underlying.upper()
     if start > end:
@@ -350,14 +351,16 @@ def report_view(
     events_ds = dataset(underlying, "scan_events")
     wanted = set(sessions)
     listed = sorted(wanted & set(storage.sessions(features_ds)) & set(storage.sessions(events_ds)))
+    latest = stored_threshold(storage, underlying)
+    rescan = threshold is not None and not _same(threshold, latest)
     damaged: list[dt.date] = []
     try:
-        bars, events = _report_inputs(storage, features_ds, events_ds, listed)
+        bars, events = _report_inputs(storage, features_ds, events_ds, listed, not rescan)
         stored = listed
     except CorruptPartitionError:
         stored = report_sessions(storage, underlying, listed)
         damaged = sorted(set(listed) - set(stored))
-        bars, events = _report_inputs(storage, features_ds, events_ds, stored)
+        bars, events = _report_inputs(storage, features_ds, events_ds, stored, not rescan)
     not_stored = [s for s in sessions if s not in set(stored) and s not in set(damaged)]
     if not stored:
         extra = f" ({len(damaged)} damaged: rebuild them)" if damaged else ""
@@ -365,21 +368,22 @@ def report_view(
             f"no scan events of {underlying} are stored for {sessions[0]} … "
             f"{sessions[-1]}{extra}: build them with {backfill_command(sessions[0], sessions[-1])}"
         )
-    # Each event row carries the threshold it was scanned with, as the file's provenance
-    # does; only sessions without any event need their provenance read.
-    with_events = set(_dates(events["session"].drop_duplicates()))
-    stored_threshold = _stored_threshold(
-        storage,
-        events_ds,
-        [s for s in stored if s not in with_events],
-        also=events["threshold"].dropna().unique(),
-    )
-    rescanned = threshold is not None and not math.isclose(
-        threshold, stored_threshold, rel_tol=0, abs_tol=1e-12
-    )
-    if rescanned:
+    if rescan:
+        stored_at = latest
+    else:
+        # Each event row carries the threshold it was scanned with, as the file's provenance
+        # does; only sessions without any event need their provenance read.
+        with_events = set(_dates(events["session"].drop_duplicates()))
+        stored_at = _stored_threshold(
+            storage,
+            events_ds,
+            [s for s in stored if s not in with_events],
+            also=events["threshold"].dropna().unique(),
+        )
+        rescan = threshold is not None and not _same(threshold, stored_at)
+    if rescan:
         events = scan_events(bars, threshold)
-    report = scan_report(bars, events, threshold=threshold if rescanned else stored_threshold)
+    report = scan_report(bars, events, threshold=threshold if rescan else stored_at)
     # sessions travel as timestamps (the scanner groups those faster than date objects)
     report = dataclasses.replace(
         report,
@@ -393,9 +397,13 @@ def report_view(
         sessions=stored,
         not_stored=not_stored,
         damaged=damaged,
-        stored_threshold=stored_threshold,
-        rescanned=rescanned,
+        stored_threshold=stored_at,
+        rescanned=rescan,
     )
+
+
+def _same(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=0, abs_tol=1e-12)
 
 
 def report_fingerprint(
@@ -418,25 +426,29 @@ def report_fingerprint(
 
 
 def _report_inputs(
-    storage: Storage, features_ds: Dataset, events_ds: Dataset, sessions: Sequence[dt.date]
+    storage: Storage,
+    features_ds: Dataset,
+    events_ds: Dataset,
+    sessions: Sequence[dt.date],
+    with_events: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The scanner's bars (contract, session, timestamp, close) and the stored events."""
+    """The scanner's bars (contract, session, timestamp, close) and the stored events (none
+    unless ``with_events``)."""
+    events = pd.DataFrame(columns=["contract", "session", "trigger_time", "threshold"])
     if not sessions:
-        return (
-            pd.DataFrame(columns=["contract", "session", "timestamp", "close"]),
-            pd.DataFrame(columns=["contract", "session", "trigger_time", "run_bars"]),
-        )
+        return pd.DataFrame(columns=["contract", "session", "timestamp", "close"]), events
     with PageReader(storage) as db:
         db.view("features", features_ds, sessions, same_schema=True)
-        db.view("events", events_ds, sessions, same_schema=True)
         bars = db.frame(
             "SELECT contract, session::TIMESTAMP AS session, timestamp, close FROM features",
             arrow=True,
         )
-        events = db.frame(
-            "SELECT * EXCLUDE (session), session::TIMESTAMP AS session FROM events "
-            "ORDER BY trigger_time, contract"
-        )
+        if with_events:
+            db.view("events", events_ds, sessions, same_schema=True)
+            events = db.frame(
+                "SELECT * EXCLUDE (session), session::TIMESTAMP AS session FROM events "
+                "ORDER BY trigger_time, contract"
+            )
     return bars, events
 
 

@@ -52,6 +52,19 @@ UI_STOP_SECONDS = 15.0
 
 _INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _POKE_SIGNAL = signal.SIGUSR1
+#: Seconds between two attempts to interrupt the main thread at a safe point.
+_RETRY_SECONDS = 0.2
+#: Code that an exception must not cut through: it writes the instance's storage or logs, and
+#: may swallow or log the exception (SQLAlchemy logs one raised while closing a connection).
+_UNSAFE_MODULES = (
+    "sqlalchemy",
+    "sqlite3",
+    "alembic",
+    "logging",
+    "dagster._core.storage",
+    "dagster._core.instance",
+    "dagster._core.events",
+)
 
 
 # --------------------------------------------------------------------- process identity
@@ -286,16 +299,15 @@ class _Guard:
             self.requested_at = time.monotonic()
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        """SIGINT/SIGTERM outside Dagster's execution, and the watcher's poke inside it."""
-        if signum == _POKE_SIGNAL:
-            if self.requested is None:
-                return
-        else:
+        """SIGINT/SIGTERM outside Dagster's execution, and the watcher's poke: raise
+        :class:`Interrupted` in the main thread, unless it is in code that must not be cut
+        through (the watcher then tries again a moment later)."""
+        if signum != _POKE_SIGNAL:
             self.request(signum)
-        if self.delivered:
+        if self.requested is None or self.delivered or not _safe_to_raise(frame):
             return
         self.delivered = True
-        raise Interrupted(self.requested or signum)
+        raise Interrupted(self.requested)
 
     def _watch(self) -> None:
         next_poke = None
@@ -311,24 +323,25 @@ class _Guard:
                 for signum in data:
                     if signum in _INTERRUPT_SIGNALS:
                         self.request(signum)
-            if self.requested is None or self.delivered or not self.in_run.is_set():
+            if self.requested is None or self.delivered:
                 next_poke = None
                 continue
             now = time.monotonic()
             if now - self.requested_at > self.hard_deadline:
                 name = signal.Signals(self.requested).name
                 sys.stderr.write(
-                    f"interrupted: {name} received; the run did not stop within "
-                    f"{self.hard_deadline:.0f} s, exiting (the next backfill reclaims it)\n"
+                    f"interrupted: {name} received; the command did not stop within "
+                    f"{self.hard_deadline:.0f} s, exiting (the next backfill reclaims its run)\n"
                 )
                 sys.stderr.flush()
                 os._exit(128 + self.requested)
-            if next_poke is None:
-                next_poke = self.requested_at + self.grace
+            if next_poke is None:  # a run first gets the chance to stop by itself
+                wait = self.grace if self.in_run.is_set() else _RETRY_SECONDS
+                next_poke = self.requested_at + wait
             if now >= next_poke:
                 with contextlib.suppress(ProcessLookupError, OSError):
                     signal.pthread_kill(self._main, _POKE_SIGNAL)
-                next_poke = now + self.grace
+                next_poke = now + _RETRY_SECONDS
 
     def start(self) -> None:
         self._thread.start()
@@ -337,6 +350,14 @@ class _Guard:
         os.close(self._write_fd)
         self._thread.join(timeout=2)
         os.close(self._read_fd)
+
+
+def _safe_to_raise(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith(_UNSAFE_MODULES):
+            return False
+        frame = frame.f_back
+    return True
 
 
 _guard: _Guard | None = None

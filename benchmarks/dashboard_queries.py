@@ -89,6 +89,8 @@ def main() -> int:
         build_year(root)
     sessions = storage.sessions(events_ds)
     print(f"{root}: {len(sessions)} sessions stored, {sessions[0]} … {sessions[-1]}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"{os.cpu_count()} cores; load average before the runs (1, 5, 15 min): {load}")
 
     session = sessions[-2]  # an ordinary day (the last one of the window closes early)
     contracts = queries.session_contracts(storage, "SPY", session)
@@ -158,6 +160,7 @@ def main() -> int:
         f"\nonce per server: import dagster {imported:.2f} s, open the instance {opened:.2f} s "
         "(started in the background at server start; the instance stays open)"
     )
+    print(f"load average after the runs: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     verdict = "within" if worst[1] <= TARGET_S else "ABOVE"
     print(f"slowest page: {worst[0]}: {worst[1]:.3f} s, {verdict} the {TARGET_S:g} s target")
     return 0 if worst[1] <= TARGET_S else 1

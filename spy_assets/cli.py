@@ -86,8 +86,8 @@ def _check_underlying(underlying: str) -> str:
 
 def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = None) -> int:
     """Materialize every asset and check for a range of sessions, a chunk per run."""
-    os.environ.setdefault("DAGSTER_HOME", str(_dagster_home()))
     sessions = list(sessions) if sessions is not None else _session_range(args)
+    os.environ.setdefault("DAGSTER_HOME", str(_dagster_home()))
     from spy_assets.defs.recovery import reclaim_on_start
 
     if reclaimed := reclaim_on_start(_data_dir()):

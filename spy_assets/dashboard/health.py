@@ -171,17 +171,16 @@ class InstanceHealth:
         """The latest evaluations of a check on a dataset, newest first."""
         from dagster import AssetCheckKey
 
-        # the type of the records' ``status`` field (the instance API takes it as a filter)
-        from dagster._core.storage.asset_check_execution_record import (
-            AssetCheckExecutionRecordStatus as Status,
-        )
-
         key = AssetCheckKey(_key(name), check)
-        # Evaluated records only: a run also leaves one "planned" record per session it
-        # covers, which would crowd the evaluations out of the limit.
-        records = self.instance.event_log_storage.get_asset_check_execution_history(
-            key, limit=limit, status={Status.SUCCEEDED, Status.FAILED}
-        )
+        history = self.instance.event_log_storage.get_asset_check_execution_history
+        latest = history(key, limit=1)
+        if not latest:
+            return []
+        # The status filter takes the records' own enum; it is not exported by ``dagster``, so
+        # it is read off a record. Evaluated records only: a run also leaves one "planned"
+        # record per session it covers, which would crowd the evaluations out of the limit.
+        status = type(latest[0].status)
+        records = history(key, limit=limit, status={status.SUCCEEDED, status.FAILED})
         return [_check_run(r) for r in records]
 
     def latest_checks(

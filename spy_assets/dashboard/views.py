@@ -152,15 +152,25 @@ def _refresh_every(session: dt.date) -> int | None:
 
 
 # --------------------------------------------------------------------------------- pages
+def _pick_stored_session() -> tuple[Storage, str, dt.date] | None:
+    """The storage, underlying and picked session of a page, or None when the page has said
+    why there is nothing to show (no data yet, or no valid session picked)."""
+    storage, underlying = current_storage(), current_underlying()
+    if _empty_state(storage):
+        return None
+    session = pick_session(storage, underlying)
+    if session is None:
+        return None
+    return storage, underlying, session
+
+
 @guarded
 def session_page() -> None:
     st.title("Session")
-    storage, underlying = current_storage(), current_underlying()
-    if _empty_state(storage):
+    picked = _pick_stored_session()
+    if picked is None:
         return
-    session = pick_session(storage, underlying)
-    if session is None:
-        return
+    storage, underlying, session = picked
     st.fragment(_session_body, run_every=_refresh_every(session))(storage, underlying, session)
 
 
@@ -191,12 +201,10 @@ def _session_body(storage: Storage, underlying: str, session: dt.date) -> None:
 @guarded
 def contract_page() -> None:
     st.title("Contract")
-    storage, underlying = current_storage(), current_underlying()
-    if _empty_state(storage):
+    picked = _pick_stored_session()
+    if picked is None:
         return
-    session = pick_session(storage, underlying)
-    if session is None:
-        return
+    storage, underlying, session = picked
     contracts = queries.session_contracts(storage, underlying, session)
     if contracts.empty:
         st.warning(f"No contract was picked for {session}.", icon=":material/info:")

@@ -36,10 +36,11 @@ def _dagster_home() -> Path:
         return home
     from spy_assets.defs.recovery import prepare_instance_home
 
-    return prepare_instance_home(_data_dir() / "dagster")
+    return prepare_instance_home(config.load().state_dir / "dagster")
 
 
-def _data_dir() -> Path:
+def _data_dir() -> Path | str:
+    """The data root: a local folder or an ``s3://bucket/prefix`` URL (never path math on it)."""
     return config.load().data_dir
 
 
@@ -131,11 +132,11 @@ def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = 
     return 0
 
 
-def summary_table(data_dir: Path) -> str:
+def summary_table(data_dir: Path | str) -> str:
     """What is stored, per dataset, read back through the DuckDB catalog."""
     from spy_assets.storage import Storage
 
-    storage = Storage(data_dir)
+    storage = Storage(data_dir, config.load().state_dir)
     tables = storage.query("SELECT table_name FROM information_schema.tables ORDER BY table_name")[
         "table_name"
     ].tolist()
@@ -173,9 +174,8 @@ def _has_report() -> bool:
 
 def _report_text(sessions: Sequence[dt.date], underlying: str) -> str:
     from spy_assets.reports import scan_report_for
-    from spy_assets.storage import Storage
 
-    return scan_report_for(Storage(_data_dir()), underlying, sessions).to_text()
+    return scan_report_for(_storage(), underlying, sessions).to_text()
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -203,16 +203,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _storage() -> Storage:
     from spy_assets.storage import Storage
 
-    return Storage(_data_dir())
+    settings = config.load()
+    return Storage(settings.data_dir, settings.state_dir)
 
 
 def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
 
-    from spy_assets.storage import Storage
-
     try:
-        result = Storage(_data_dir()).query_with_report(args.sql)
+        result = _storage().query_with_report(args.sql)
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpyAssetsError(f"query failed: {first}") from None

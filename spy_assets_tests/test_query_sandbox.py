@@ -335,6 +335,7 @@ def test_a_reader_holding_the_catalog_never_blocks_a_writer(store, catalog_held_
     catalog_held_open.stdin.flush()
     assert catalog_held_open.stdout.readline().strip() == "[(13,)]"
     assert sorted(p.name for p in store.catalog_path.parent.glob("*catalog*")) == [
+        ".catalog.json",
         ".catalog.lock",
         "catalog.duckdb",
     ]  # no half-built catalog left behind

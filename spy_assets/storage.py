@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -71,6 +72,19 @@ LEGACY_TEMP_MAX_AGE_S = 3600.0
 OBJECT_STORE_URL = re.compile(r"^s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(/[^\s]*)?$")
 #: Objects up to twice this size are one PUT; larger ones a multipart upload of such parts.
 UPLOAD_PART_BYTES = 8 * 2**20
+#: Bytes read from the end of an object to get its Parquet footer in one request.
+_TAIL_BYTES = 64 * 1024
+#: The environment the object-store client reads (a new client when any of them changes).
+_AWS_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+)
 #: Where the catalog goes when the data root is an object store and no state folder is given.
 DEFAULT_STATE_DIR = "data"
 
@@ -188,9 +202,6 @@ class _LocalFiles:
     def open(self, location: str) -> BinaryIO:
         return open(location, "rb")
 
-    def is_file(self, location: str) -> bool:
-        return Path(location).is_file()
-
     def info(self, location: str) -> FileInfo | None:
         try:
             stat = Path(location).stat()
@@ -264,10 +275,9 @@ class _ObjectFiles:
     @property
     def fs(self) -> AbstractFileSystem:
         if self._fs is None:
-            import s3fs
-
-            # no listing cache: another process may have written a session since
-            self._fs = s3fs.S3FileSystem(use_listings_cache=False, skip_instance_cache=True)
+            environment = (os.environ.get(name) for name in _AWS_VARIABLES)
+            # the PID too: a forked child cannot use its parent's client (its IO thread)
+            self._fs = _s3_filesystem(os.getpid(), *environment)
         return self._fs
 
     def location(self, relative: str) -> str:
@@ -311,8 +321,13 @@ class _ObjectFiles:
     def open(self, location: str) -> BinaryIO:
         return self.fs.open(location, "rb")
 
-    def is_file(self, location: str) -> bool:
-        return bool(self.fs.isfile(location))
+    def read_bytes(self, location: str) -> bytes:
+        """The whole object in one GET (``open`` would ask for its size first)."""
+        return bytes(self.fs.cat_file(location))
+
+    def read_tail(self, location: str) -> bytes:
+        """The last :data:`_TAIL_BYTES` of an object (all of a smaller one) in one GET."""
+        return bytes(self.fs.cat_file(location, start=-_TAIL_BYTES))
 
     def info(self, location: str) -> FileInfo | None:
         try:
@@ -449,6 +464,12 @@ class Storage:
         return self._files.info(self.location(ds, session))
 
     def _footer(self, location: str) -> pq.FileMetaData:
+        if isinstance(self._files, _ObjectFiles):
+            # one request: a Parquet footer sits at the end, its length in the last 8 bytes
+            tail = self._files.read_tail(location)
+            footer_end = len(tail) >= 8 and tail[-4:] == b"PAR1"
+            if footer_end and int.from_bytes(tail[-8:-4], "little") + 8 <= len(tail):
+                return pq.read_metadata(pa.BufferReader(tail))
         with self._files.open(location) as handle:
             return pq.read_metadata(handle)
 
@@ -522,8 +543,12 @@ class Storage:
         """One session of a dataset; a clear error when it is missing or unreadable."""
         location = self.location(ds, session)
         try:
-            with self._files.open(location) as handle:
-                return pq.read_table(handle).to_pandas()
+            if isinstance(self._files, _ObjectFiles):
+                table = pq.read_table(pa.BufferReader(self._files.read_bytes(location)))
+            else:
+                with self._files.open(location) as handle:
+                    table = pq.read_table(handle)
+            return table.to_pandas()
         except (FileNotFoundError, IsADirectoryError):
             raise MissingPartitionError(
                 f"{ds.name} has no data for session {session}: materialize it first "
@@ -550,8 +575,7 @@ class Storage:
         """The provenance stamped into a partition's file by :meth:`write`."""
         location = self.location(ds, session)
         try:
-            with self._files.open(location) as handle:
-                meta = pq.read_schema(handle).metadata or {}
+            meta = self._footer(location).schema.to_arrow_schema().metadata or {}
         except (pa.ArrowException, OSError) as exc:
             raise CorruptPartitionError(f"{location} cannot be read: {exc}") from None
         return {
@@ -585,35 +609,51 @@ class Storage:
             names = self.datasets_on_disk()
             shapes = {name: self._shape(name) for name in names}
             recorded = self._recorded_catalog()
-            if (
-                recorded is not None
-                and recorded.get("views") == shapes
-                and None not in shapes.values()
-            ):
+            kept = {} if recorded is None else dict(recorded.get("views", {}))
+            if kept == shapes and None not in shapes.values():
                 return [name.replace("/", "_") for name in names]
             self._sweep_catalog_temps()
-            created, sources = self._build_catalog(names)
-            all_globs = not sources.skipped and len(created) == len(names)
-            self._record_catalog(shapes if all_globs else {})
+            # views whose dataset and columns are unchanged are kept as they are (binding a
+            # view reads every file's footer); only new or changed ones are built
+            kept = {n: shape for n, shape in kept.items() if shapes.get(n, "") == shape}
+            stale = [n for n in names if n not in kept]
+            built, sources = self._build_catalog(stale, keep=kept if recorded else None)
+            for name in built:
+                if sources.files[name] is None:  # a glob view: it stays valid for new sessions
+                    kept[name] = shapes[name]
+            self._record_catalog(kept)
         for path in sorted(sources.skipped):
             log.warning("catalog leaves out unreadable %s", path)
-        return created
+        return sorted({n.replace("/", "_") for n in [*kept, *built]})
 
-    def _build_catalog(self, names: Sequence[str]) -> tuple[list[str], _ViewSources]:
-        """Write the catalog with a view per dataset into a new file, then rename it over."""
-        created = []
+    def _build_catalog(
+        self, names: Sequence[str], keep: dict[str, str | None] | None
+    ) -> tuple[list[str], _ViewSources]:
+        """Write the catalog into a new file, then rename it over the old one: a copy of the
+        old one with its views of ``keep`` (when given), plus a new view per name."""
+        built = []
         fd, tmp_name = tempfile.mkstemp(
             prefix=f".catalog.{os.getpid()}.", suffix=".duckdb", dir=self.state_dir
         )
         os.close(fd)
-        os.unlink(tmp_name)  # DuckDB creates the file itself (an empty one is not a database)
+        if keep is not None:
+            shutil.copyfile(self.catalog_path, tmp_name)
+        else:
+            os.unlink(tmp_name)  # DuckDB creates the file (an empty one is not a database)
         sources = _ViewSources(self, names)
         try:
             with duckdb.connect(tmp_name) as con:
                 self._files.register(con)
+                listed = con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal")
+                views = {row[0] for row in listed.fetchall()}
+                wanted = {n.replace("/", "_") for n in [*(keep or {}), *names]}
+                for view in sorted(views - wanted):
+                    con.execute(f"DROP VIEW IF EXISTS {_sql_ident(view)}")
                 for name in names:
                     if _build_view(con, sources, name):
-                        created.append(name.replace("/", "_"))
+                        built.append(name)
+                    else:
+                        con.execute(f"DROP VIEW IF EXISTS {_sql_ident(name.replace('/', '_'))}")
             os.chmod(tmp_name, _FILE_MODE)
             with open(tmp_name, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -624,7 +664,7 @@ class Storage:
                     os.unlink(leftover)
             raise
         _fsync_dir(self.state_dir)
-        return created, sources
+        return built, sources
 
     def _shape(self, name: str) -> str | None:
         """The columns of a dataset's newest file (None when unreadable): a view bound to
@@ -766,6 +806,17 @@ class Storage:
         finally:
             con.close()
             shutil.rmtree(spill, ignore_errors=True)
+
+
+@functools.lru_cache(maxsize=4)
+def _s3_filesystem(pid: int, *environment: str | None) -> AbstractFileSystem:
+    """One client per process and AWS environment (making one loads botocore's models);
+    s3fs itself reads the variables. No listing cache: another process may have written a
+    session since the last listing."""
+    del pid, environment  # the cache key
+    import s3fs
+
+    return s3fs.S3FileSystem(use_listings_cache=False, skip_instance_cache=True)
 
 
 def _partition_files(base: Path) -> Iterator[tuple[dt.date, Path]]:

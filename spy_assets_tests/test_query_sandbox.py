@@ -3,6 +3,7 @@ Parquet files (real files written by Storage.write, real DuckDB)."""
 
 import datetime as dt
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -339,6 +340,21 @@ def test_a_reader_holding_the_catalog_never_blocks_a_writer(store, catalog_held_
         ".catalog.lock",
         "catalog.duckdb",
     ]  # no half-built catalog left behind
+
+
+def test_the_catalog_follows_new_columns_and_removed_datasets(store):
+    store.refresh_catalog()
+    store.write(BARS, NEW_SESSION, _bars(NEW_SESSION).assign(volume=7.0))  # a new column
+    store.refresh_catalog()
+    with duckdb.connect(str(store.catalog_path), read_only=True) as con:
+        assert con.execute("SELECT count(volume) FROM spy_minute_bars").fetchall() == [(3,)]
+    shutil.rmtree(store.root / "parquet" / "spy" / "option_contracts")
+    assert store.refresh_catalog() == ["spy_minute_bars"]
+    store.catalog_path.unlink()  # a record that no longer describes the file is not trusted
+    assert store.refresh_catalog() == ["spy_minute_bars"]
+    with duckdb.connect(str(store.catalog_path), read_only=True) as con:
+        views = con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+    assert views == [("spy_minute_bars",)]
 
 
 def test_the_catalog_file_is_readable_by_others_as_the_umask_allows(store):

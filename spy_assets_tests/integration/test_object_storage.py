@@ -4,7 +4,6 @@ queries (``Storage.query`` and ``spy-assets query``) over the objects."""
 
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 from dagster import materialize
 from moto.server import ThreadedMotoServer
 
+from spy_assets import cli
 from spy_assets.definitions import build_definitions
 from spy_assets.defs.resources import MarketDataResource, StorageResource
 from spy_assets.errors import QueryRefusedError
@@ -152,7 +152,7 @@ def _local_files(root):
 
 
 def test_backfill_crash_and_rerun_on_s3_give_the_local_bytes_and_answer_queries(
-    s3, instance, tmp_path
+    s3, instance, tmp_path, monkeypatch, capsys
 ):
     client, env = s3
     local_root, state = tmp_path / "local", tmp_path / "state"
@@ -200,15 +200,17 @@ def test_backfill_crash_and_rerun_on_s3_give_the_local_bytes_and_answer_queries(
         count = con.execute("SELECT count(*) FROM spy_features").fetchone()[0]
     assert count == store.query("SELECT count(*) AS n FROM spy_features")["n"].iloc[0] > 0
 
-    cli = shutil.which("spy-assets", path=str(Path(sys.executable).parent))
-    done = subprocess.run(
-        [cli, "query", "SELECT count(DISTINCT session) AS sessions FROM spy_minute_bars"],
-        env={**os.environ, **env, "SPY_ASSETS_DATA_DIR": ROOT, "SPY_ASSETS_STATE_DIR": str(state)},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    # the command line, in this process (its start-up is what a subprocess would add)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SPY_ASSETS_DATA_DIR", ROOT)
+    monkeypatch.setenv("SPY_ASSETS_STATE_DIR", str(state))
+    sql = "SELECT count(DISTINCT session) AS sessions FROM spy_minute_bars"
+    assert cli.main(["query", sql]) == 0
+    assert capsys.readouterr().out.split() == ["sessions", "2"]
+    monkeypatch.setenv("SPY_ASSETS_DATA_DIR", "gs://elsewhere/data")
+    assert cli.main(["query", sql]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: SPY_ASSETS_DATA_DIR='gs://elsewhere/data': use a local folder or an "
+        "s3://bucket[/prefix] URL"
     )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["sessions", "2"]
-    assert not list(tmp_path.glob("s3*"))  # never a local folder named after the URL
+    assert not list(tmp_path.glob("s3*")) and not list(tmp_path.glob("gs*"))

@@ -240,6 +240,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     home = _dagster_home()
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ["SPY_ASSETS_DATA_DIR"] = str(_data_dir())
+    os.environ["SPY_ASSETS_STATE_DIR"] = str(config.load().state_dir)  # absolute for the child
     workspace = project_file("workspace.yaml") or Path("workspace.yaml")
     argv = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace)]
     argv += ["-h", args.host, "-p", str(args.port)]

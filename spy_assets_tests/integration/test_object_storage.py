@@ -18,6 +18,8 @@ from dagster import materialize
 from moto.server import ThreadedMotoServer
 
 from spy_assets import cli
+from spy_assets.dashboard import health
+from spy_assets.dashboard.db import PageReader
 from spy_assets.definitions import build_definitions
 from spy_assets.defs.resources import MarketDataResource, StorageResource
 from spy_assets.errors import QueryRefusedError
@@ -199,6 +201,14 @@ def test_backfill_crash_and_rerun_on_s3_give_the_local_bytes_and_answer_queries(
         con.register_filesystem(store._files.fs)
         count = con.execute("SELECT count(*) FROM spy_features").fetchone()[0]
     assert count == store.query("SELECT count(*) AS n FROM spy_features")["n"].iloc[0] > 0
+
+    # the dashboard's reader and health table go through the same Storage
+    rows = [Storage(local_root).footer(BARS, session).num_rows for session in BACKFILL]
+    with PageReader(store) as page:
+        page.view("bars", BARS, BACKFILL)
+        assert page.frame("SELECT count(*) AS n FROM bars")["n"].iloc[0] == sum(rows) > 0
+    files = health.file_table(store, [BARS.name], BACKFILL)
+    assert files["file"].tolist() == ["ok", "ok"] and files["rows"].tolist() == rows
 
     # the command line, in this process (its start-up is what a subprocess would add)
     monkeypatch.chdir(tmp_path)

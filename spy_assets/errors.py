@@ -50,3 +50,7 @@ class QueryError(SpyAssetsError):
 
 class CatalogBusyError(SpyAssetsError):
     """Another process holds ``catalog.duckdb`` open, so its views cannot be refreshed."""
+
+
+class ObjectStoreError(SpyAssetsError):
+    """The object store behind an ``s3://`` data root cannot be reached or refuses a request."""

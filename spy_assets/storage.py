@@ -48,6 +48,7 @@ import pyarrow.parquet as pq
 from spy_assets.errors import (
     CorruptPartitionError,
     MissingPartitionError,
+    ObjectStoreError,
     QueryError,
     QueryRefusedError,
 )
@@ -289,7 +290,8 @@ class _ObjectFiles:
     def _objects(self, relative: str) -> list[str]:
         """Every object under ``root/relative/``, as ``s3://`` URLs."""
         try:
-            found = self.fs.find(self.location(relative) + "/")
+            with _object_errors(self.url):
+                found = self.fs.find(self.location(relative) + "/")
         except FileNotFoundError:
             return []
         return [f"s3://{path}" for path in found]
@@ -319,19 +321,23 @@ class _ObjectFiles:
         return sorted(names)
 
     def open(self, location: str) -> BinaryIO:
-        return self.fs.open(location, "rb")
+        with _object_errors(location):
+            return self.fs.open(location, "rb")
 
     def read_bytes(self, location: str) -> bytes:
         """The whole object in one GET (``open`` would ask for its size first)."""
-        return bytes(self.fs.cat_file(location))
+        with _object_errors(location):
+            return bytes(self.fs.cat_file(location))
 
     def read_tail(self, location: str) -> bytes:
         """The last :data:`_TAIL_BYTES` of an object (all of a smaller one) in one GET."""
-        return bytes(self.fs.cat_file(location, start=-_TAIL_BYTES))
+        with _object_errors(location):
+            return bytes(self.fs.cat_file(location, start=-_TAIL_BYTES))
 
     def info(self, location: str) -> FileInfo | None:
         try:
-            found = self.fs.info(location)
+            with _object_errors(location):
+                found = self.fs.info(location)
         except FileNotFoundError:
             return None
         if found.get("type") != "file":
@@ -344,13 +350,20 @@ class _ObjectFiles:
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
         data = sink.getvalue().to_pybytes()
-        self.fs.pipe_file(location, data, chunksize=UPLOAD_PART_BYTES)
+        try:
+            with _object_errors(location):
+                self.fs.pipe_file(location, data, chunksize=UPLOAD_PART_BYTES)
+        except FileNotFoundError:  # what s3fs makes of NoSuchBucket
+            raise ObjectStoreError(f"{location}: the bucket {self.bucket} does not exist") from None
         return len(data)
 
     def sweep(self, now: float) -> list[str]:
         prefix = f"{self.prefix}/parquet/" if self.prefix else "parquet/"
         try:
-            answer = self.fs.call_s3("list_multipart_uploads", Bucket=self.bucket, Prefix=prefix)
+            with _object_errors(self.url):
+                answer = self.fs.call_s3(
+                    "list_multipart_uploads", Bucket=self.bucket, Prefix=prefix
+                )
         except FileNotFoundError:
             return []
         removed = []
@@ -358,7 +371,7 @@ class _ObjectFiles:
             initiated = upload.get("Initiated")
             if initiated is None or now - initiated.timestamp() <= LEGACY_TEMP_MAX_AGE_S:
                 continue  # maybe a live writer's
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError), _object_errors(self.url):
                 self.fs.call_s3(
                     "abort_multipart_upload",
                     Bucket=self.bucket,
@@ -806,6 +819,21 @@ class Storage:
         finally:
             con.close()
             shutil.rmtree(spill, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _object_errors(where: str) -> Iterator[None]:
+    """An object-store failure (unreachable endpoint, refused credentials, no bucket) as one
+    line naming what was asked; a missing object stays FileNotFoundError."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - botocore's, aiohttp's and s3fs's own errors
+        raise ObjectStoreError(
+            f"{where}: {type(exc).__name__}: {_first_line(exc)} (check the AWS_* variables: "
+            "endpoint, credentials, region, and that the bucket exists)"
+        ) from None
 
 
 @functools.lru_cache(maxsize=4)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import boto3
 import duckdb
+import pandas as pd
 import pytest
 from dagster import materialize
 from moto.server import ThreadedMotoServer
@@ -22,7 +23,7 @@ from spy_assets.dashboard import health
 from spy_assets.dashboard.db import PageReader
 from spy_assets.definitions import build_definitions
 from spy_assets.defs.resources import MarketDataResource, StorageResource
-from spy_assets.errors import QueryRefusedError
+from spy_assets.errors import ObjectStoreError, QueryRefusedError
 from spy_assets.storage import Storage, dataset
 from spy_assets_tests.conftest import SESSIONS
 
@@ -224,3 +225,13 @@ def test_backfill_crash_and_rerun_on_s3_give_the_local_bytes_and_answer_queries(
         "s3://bucket[/prefix] URL"
     )
     assert not list(tmp_path.glob("s3*")) and not list(tmp_path.glob("gs*"))
+
+
+def test_a_missing_bucket_is_one_line_not_a_local_folder(s3, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = Storage("s3://no-such-bucket/data", tmp_path / "state")
+    assert store.sessions(BARS) == [] and store.status(BARS, BACKFILL[0]) == "missing"
+    frame = pd.DataFrame({"ticker": ["SPY"], "timestamp": [1], "close": [1.0]})
+    with pytest.raises(ObjectStoreError, match="the bucket no-such-bucket does not exist"):
+        store.write(BARS, BACKFILL[0], frame)
+    assert list(tmp_path.iterdir()) == []

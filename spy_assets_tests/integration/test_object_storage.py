@@ -15,14 +15,14 @@ import boto3
 import duckdb
 import pandas as pd
 import pytest
-from dagster import materialize
+from dagster import DagsterInstance, materialize
 from moto.server import ThreadedMotoServer
 
 from spy_assets import cli
 from spy_assets.dashboard import health
 from spy_assets.dashboard.db import PageReader
 from spy_assets.definitions import build_definitions
-from spy_assets.defs.resources import MarketDataResource, StorageResource
+from spy_assets.defs.resources import MarketDataResource, ResearchSettings, StorageResource
 from spy_assets.errors import ObjectStoreError, QueryRefusedError
 from spy_assets.storage import Storage, dataset
 from spy_assets_tests.conftest import SESSIONS
@@ -30,8 +30,8 @@ from spy_assets_tests.conftest import SESSIONS
 BUCKET = "spy-research"
 PREFIX = "runs/one"
 ROOT = f"s3://{BUCKET}/{PREFIX}"
-#: Two sessions: an ordinary day and the day before Thanksgiving.
-BACKFILL = SESSIONS[:2]
+#: Two consecutive sessions: the day before Thanksgiving and the early close after it.
+BACKFILL = SESSIONS[1:]
 BARS = dataset("SPY", "minute_bars")
 
 
@@ -73,6 +73,7 @@ def _backfill(instance, root, sessions, state_dir=None):
             **defs.resources,
             "storage": StorageResource(root=str(root), state_dir=state_dir and str(state_dir)),
             "market": MarketDataResource(source="synthetic"),
+            "settings": ResearchSettings(strikes_per_side=1),  # the whole graph, kept small
         },
         tags={
             "dagster/asset_partition_range_start": sessions[0].isoformat(),
@@ -152,6 +153,13 @@ def _local_files(root):
         for p in (base / "parquet").rglob("*")
         if p.is_file()
     }
+
+
+@pytest.fixture
+def instance():
+    """An in-memory Dagster instance: the runs are real, their event log costs no disk."""
+    with DagsterInstance.ephemeral() as memory:
+        yield memory
 
 
 def test_backfill_crash_and_rerun_on_s3_give_the_local_bytes_and_answer_queries(

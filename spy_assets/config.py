@@ -23,6 +23,9 @@ SEED = "SPY_ASSETS_SEED"
 REQUESTS_PER_MINUTE = "SPY_ASSETS_REQUESTS_PER_MINUTE"
 FIRST_SESSION = "SPY_ASSETS_FIRST_SESSION"
 BASE_URL = "MASSIVE_BASE_URL"
+DRIFT_SEVERITY = "SPY_ASSETS_DRIFT_SEVERITY"
+FRESHNESS_DEADLINE = "SPY_ASSETS_FRESHNESS_DEADLINE"
+ALERT_URL = "SPY_ASSETS_ALERT_URL"
 #: Where the vendor key may be, in order of preference.
 KEY_VARIABLES = ("MASSIVE_API_KEY", "POLYGON_API_KEY")
 
@@ -34,6 +37,10 @@ DEFAULT_REQUESTS_PER_MINUTE = 5.0
 #: The first session of history by default; the vendor plan decides how far back data exists.
 DEFAULT_FIRST_SESSION = dt.date(2023, 1, 3)
 DEFAULT_BASE_URL = "https://api.massive.com"
+DRIFT_SEVERITIES = ("warn", "error")
+DEFAULT_DRIFT_SEVERITY = "warn"
+#: Minutes after a session's close (early closes included) by which its data is due.
+DEFAULT_FRESHNESS_DEADLINE = "60"
 
 SOURCES = ("auto", "synthetic", "massive")
 #: Asset key prefixes the shared datasets own: an underlying may not take them.
@@ -53,6 +60,12 @@ class Settings:
     first_session: dt.date
     base_url: str
     key_variable: str | None
+    #: ``warn``: drift is reported; ``error``: drift blocks the session's downstream assets.
+    drift_severity: str = DEFAULT_DRIFT_SEVERITY
+    #: ``N`` minutes after the close, or ``HH:MM`` New York time (never before the close).
+    freshness_deadline: str = DEFAULT_FRESHNESS_DEADLINE
+    #: An apprise URL for alerts; unset: JSON lines in ``<data dir>/alerts.log``.
+    alert_url: str | None = None
 
     @property
     def source_name(self) -> str:
@@ -78,6 +91,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         first_session=_date(env, FIRST_SESSION, DEFAULT_FIRST_SESSION),
         base_url=_url(env),
         key_variable=key_variable,
+        drift_severity=_choice(env, DRIFT_SEVERITY, DEFAULT_DRIFT_SEVERITY, DRIFT_SEVERITIES),
+        freshness_deadline=_deadline(env),
+        alert_url=_alert_url(env),
     )
     from spy_assets.calendar import CALENDAR_START
 
@@ -178,3 +194,26 @@ def _url(env: Mapping[str, str]) -> str:
     if not re.match(r"^https?://[^/\s]+", value):
         raise ConfigError(f"{BASE_URL}={value!r} is not an http(s) URL")
     return value.rstrip("/")
+
+
+def _deadline(env: Mapping[str, str]) -> str:
+    value = _raw(env, FRESHNESS_DEADLINE) or DEFAULT_FRESHNESS_DEADLINE
+    if re.fullmatch(r"\d{1,4}", value) and int(value) <= 24 * 60:
+        return str(int(value))
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", value)
+    if match and int(match[1]) < 24 and int(match[2]) < 60:
+        return f"{int(match[1]):02d}:{match[2]}"
+    raise ConfigError(
+        f"{FRESHNESS_DEADLINE}={value!r}: give minutes after the close (0-1440, e.g. 60) or "
+        "a New York time (HH:MM, e.g. 17:30)"
+    )
+
+
+def _alert_url(env: Mapping[str, str]) -> str | None:
+    value = _raw(env, ALERT_URL)
+    if value is not None and not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$", value):
+        raise ConfigError(
+            f"{ALERT_URL}: not a notification URL (e.g. json://127.0.0.1:8080/alerts, "
+            "slack://..., mailto://...)"
+        )
+    return value

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dagster import Definitions
 
 from spy_assets import config, datasets
-from spy_assets.defs import analytics, raw, resources, schedules
+from spy_assets.defs import analytics, quality, raw, resources, schedules
 from spy_assets.defs.partitions import sessions_partitions
 
 
@@ -24,6 +24,7 @@ def build_definitions(
         analytics.definitions(specs, partitions),
         schedules.definitions(),
         resources.definitions(settings),
+        quality.definitions(specs, partitions, settings),
     )
 
 

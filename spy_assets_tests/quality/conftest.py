@@ -44,3 +44,14 @@ def webhook():
     hook = Webhook()
     yield hook
     hook.close()
+
+
+@pytest.fixture(scope="session")
+def instance(tmp_path_factory):
+    """One SQLite Dagster instance for the quality tests (creating one costs seconds); each test
+    works on its own assets or sessions, so they do not see each other's events."""
+    from dagster import DagsterInstance
+
+    home = tmp_path_factory.mktemp("quality_dagster_home")
+    with DagsterInstance.local_temp(tempdir=str(home)) as inst:
+        yield inst

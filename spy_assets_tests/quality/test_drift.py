@@ -43,7 +43,10 @@ def _run(instance, root, server, sessions, severity):
     keys = [s.isoformat() for s in sessions]
     if len(keys) == 1:
         return materialize(
-            nodes, instance=instance, resources=resources, partition_key=keys[0],
+            nodes,
+            instance=instance,
+            resources=resources,
+            partition_key=keys[0],
             raise_on_error=False,
         )
     tags = {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]}
@@ -139,13 +142,18 @@ def test_drift_accept_refuses_in_one_line(argv, message, data_dir, monkeypatch, 
 
 
 def test_the_synthetic_source_has_no_vendor_schema_to_compare(instance, data_dir):
-    nodes = [dataset_asset(BARS, PARTITIONS), quality.drift_check(BARS, PARTITIONS, "error")]
+    nodes = [
+        dataset_asset(BARS, PARTITIONS),
+        quality.drift_check(BARS, PARTITIONS, "error"),
+        quality.freshness_checks([BARS], config.load({}), clock=lambda: None),
+    ]
     resources = {
         "storage": StorageResource(root=str(data_dir)),
         "settings": ResearchSettings(),
         "market": MarketDataResource(source="synthetic"),
     }
     result = materialize(nodes, instance=instance, resources=resources, partition_key="2025-11-26")
+    # One evaluation: the freshness check stays silent in a materialization.
     [evaluation] = _evaluations(result)
     assert evaluation.passed and evaluation.description == "synthetic source: no vendor schema"
     assert not (data_dir / "quality").exists()

@@ -6,11 +6,21 @@ import json
 
 import pandas as pd
 import pytest
-from dagster import AssetKey, AssetMaterialization, SensorResult, SkipReason, build_sensor_context
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    AssetMaterialization,
+    Definitions,
+    SensorResult,
+    SkipReason,
+    build_sensor_context,
+)
 
 from spy_assets import config, datasets
 from spy_assets.defs import quality
-from spy_assets.defs.resources import StorageResource
+from spy_assets.defs.factory import dataset_asset
+from spy_assets.defs.partitions import sessions_partitions
+from spy_assets.defs.resources import StorageResource, default_resources
 from spy_assets.quality.freshness import Deadline, expected_session
 
 
@@ -118,3 +128,25 @@ def test_alerts_go_to_a_log_file_by_default(instance, data_dir):
     logged = json.loads(line)
     assert logged["kind"] == "stale" and logged["incident"] == "stale:spy/training_data:2025-11-26"
     assert "nothing built" in logged["message"]
+
+
+def test_the_freshness_check_executed_alone_evaluates_now(instance):
+    specs = [s for s in datasets.all_datasets(["SPY"]) if s.name in ("spy/scan_events",)]
+    settings = config.load({config.FIRST_SESSION: "2025-11-03"})
+    check = quality.freshness_checks(specs, settings, lambda: _et("2025-11-26 17:30"))
+    partitions = sessions_partitions(settings.first_session)
+    defs = Definitions(
+        assets=[dataset_asset(s, partitions) for s in specs],
+        asset_checks=[check],
+        resources=default_resources(settings),
+    )
+    key = AssetKey(["spy", "scan_events"])
+    instance.report_runless_asset_event(AssetMaterialization(key, partition="2025-11-26"))
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(), asset_check_selection={AssetCheckKey(key, "freshness")}
+    )
+    [evaluation] = job.execute_in_process(instance=instance).get_asset_check_evaluations()
+    assert evaluation.passed
+    assert evaluation.description == (
+        "spy/scan_events: fresh, session 2025-11-26 (due 2025-11-26 17:00 EST) is stored"
+    )

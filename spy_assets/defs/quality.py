@@ -337,7 +337,17 @@ def run_alert(instance: DagsterInstance, context: RunFailureSensorContext) -> al
         kind = alerts.DRIFT_ERROR if names == {DRIFT_CHECK} else alerts.FAILED_CHECK
         assets = sorted({ev.asset_key.to_user_string() for ev in failed})
         title = f"check failed: {', '.join(sorted(names))} on {', '.join(assets)} (run {short})"
-        details = {"run_id": run_id, "checks": sorted(names), "assets": assets}
+        sessions = {ev.partition for ev in failed if ev.partition}
+        for ev in failed:  # a per-session gate's summary names the sessions it held back
+            gated = ev.metadata.get("gated_sessions")
+            if gated is not None and isinstance(gated.value, list):
+                sessions.update(str(s) for s in gated.value)
+        details = {
+            "run_id": run_id,
+            "checks": sorted(names),
+            "assets": assets,
+            "sessions": sorted(sessions),
+        }
         return alerts.Alert(f"run:{run_id}", kind, title, lines, details)
     lines = []
     for event in context.get_step_failure_events():

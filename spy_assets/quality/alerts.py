@@ -115,7 +115,14 @@ class AlertSender:
                 f"({self.destination})"
             )
         kind = apprise.NotifyType.WARNING if alert.kind == STALE else apprise.NotifyType.FAILURE
-        if not notifier.notify(title=alert.title, body=alert.message, notify_type=kind):
+        # The webhook's body is text: the facts follow the message as one JSON line.
+        facts = json.dumps(
+            {"incident": alert.incident, "kind": alert.kind, "details": dict(alert.details)},
+            sort_keys=True,
+            default=str,
+        )
+        body = f"{alert.message}\n\n{facts}"
+        if not notifier.notify(title=alert.title, body=body, notify_type=kind):
             raise AlertError(f"the alert destination {self.destination} did not take the alert")
 
     def _redacted(self, alert: Alert) -> Alert:

@@ -108,6 +108,9 @@ def test_gained_lost_and_retyped_fields_fail_the_check_until_accepted(
         [alert] = webhook.received
         assert alert["title"].startswith("check failed: schema_drift on spy/minute_bars")
         assert "retyped field n: number → string" in alert["message"]
+        facts = json.loads(alert["message"].splitlines()[-1])
+        assert facts["kind"] == "drift_error" and facts["incident"] == f"run:{run.run_id}"
+        assert facts["details"]["sessions"] == ["2025-11-21", "2025-11-24"]
         assert KEY not in json.dumps(alert)
 
         monkeypatch.setenv(config.DATA_DIR, str(data_dir))

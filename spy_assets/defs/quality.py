@@ -9,7 +9,9 @@
   calendar, so holidays expect nothing and early closes are due earlier.
 - Alerts: ``freshness_sensor`` alerts a dataset that turns stale; ``failed_run_alerts`` alerts a
   failed run once, as the blocking check (schema, drift) that failed it when there is one, else
-  as the run's error. Each incident is sent once (see ``spy_assets.quality.alerts``).
+  as the run's error; ``failed_check_alerts`` alerts an error-severity check that failed in a run
+  that succeeded. The incident is the run, so a run never gives two alerts, and each incident is
+  sent once (see ``spy_assets.quality.alerts``).
 """
 
 import datetime as dt
@@ -28,11 +30,13 @@ from dagster import (
     AssetRecordsFilter,
     DagsterEventType,
     DagsterInstance,
+    DagsterRunStatus,
     DailyPartitionsDefinition,
     DefaultSensorStatus,
     Definitions,
     MetadataValue,
     RunFailureSensorContext,
+    RunStatusSensorContext,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
@@ -40,6 +44,7 @@ from dagster import (
     asset_check,
     multi_asset_check,
     run_failure_sensor,
+    run_status_sensor,
     sensor,
 )
 
@@ -315,9 +320,7 @@ def freshness_sensor(
 
 
 # ------------------------------------------------------------------------------ alerts
-def run_alert(instance: DagsterInstance, context: RunFailureSensorContext) -> alerts.Alert:
-    """The one alert for a failed run: the blocking checks that failed it, else its error."""
-    run_id = context.dagster_run.run_id
+def _failed_error_checks(instance: DagsterInstance, run_id: str) -> list[AssetCheckEvaluation]:
     failed = []
     for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
         evaluation = entry.dagster_event.event_specific_data if entry.dagster_event else None
@@ -325,6 +328,15 @@ def run_alert(instance: DagsterInstance, context: RunFailureSensorContext) -> al
             continue
         if evaluation.severity == AssetCheckSeverity.ERROR:
             failed.append(evaluation)
+    return failed
+
+
+def run_alert(instance: DagsterInstance, context: RunStatusSensorContext) -> alerts.Alert | None:
+    """The one alert for a finished run: the error-severity checks that failed in it (those
+    that block failed the run), else, for a failed run, its error; ``None`` for a run with
+    nothing to say."""
+    run_id = context.dagster_run.run_id
+    failed = _failed_error_checks(instance, run_id)
     short = run_id[:8]
     if failed:
         lines, names = [], set()
@@ -349,6 +361,8 @@ def run_alert(instance: DagsterInstance, context: RunFailureSensorContext) -> al
             "sessions": sorted(sessions),
         }
         return alerts.Alert(f"run:{run_id}", kind, title, lines, details)
+    if not isinstance(context, RunFailureSensorContext):
+        return None
     lines = []
     for event in context.get_step_failure_events():
         error = event.event_specific_data.error if event.event_specific_data else None
@@ -369,12 +383,36 @@ def failed_run_alerts(settings: config.Settings) -> SensorDefinition:
         "blocking check that failed it, or its error.",
     )
     def _sensor(context: RunFailureSensorContext, storage: StorageResource) -> SkipReason:
-        alert = run_alert(context.instance, context)
-        sender = alerts.AlertSender(storage.root, settings.alert_url)
-        sent = sender.send(alert)
-        return SkipReason(("alert sent: " if sent else "already alerted: ") + alert.title)
+        return _send(run_alert(context.instance, context), storage, settings)
 
     return _sensor
+
+
+def failed_check_alerts(settings: config.Settings) -> SensorDefinition:
+    """Error-severity checks that failed in a run that still succeeded (a check that does not
+    block): the same one alert per run; a failed run is ``failed_run_alerts``' to tell."""
+
+    @run_status_sensor(
+        name="failed_check_alerts",
+        run_status=DagsterRunStatus.SUCCESS,
+        monitor_all_code_locations=True,
+        default_status=DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30,
+        description="One alert per successful run in which an error-severity check failed.",
+    )
+    def _sensor(context: RunStatusSensorContext, storage: StorageResource) -> SkipReason:
+        return _send(run_alert(context.instance, context), storage, settings)
+
+    return _sensor
+
+
+def _send(
+    alert: alerts.Alert | None, storage: StorageResource, settings: config.Settings
+) -> SkipReason:
+    if alert is None:
+        return SkipReason("no failed error-severity check in this run")
+    sent = alerts.AlertSender(storage.root, settings.alert_url).send(alert)
+    return SkipReason(("alert sent: " if sent else "already alerted: ") + alert.title)
 
 
 def definitions(
@@ -390,5 +428,9 @@ def definitions(
             *(drift_check(s, partitions, settings.drift_severity) for s in vendor),
             freshness_checks(specs, settings, clock),
         ],
-        sensors=[freshness_sensor(specs, settings, clock), failed_run_alerts(settings)],
+        sensors=[
+            freshness_sensor(specs, settings, clock),
+            failed_run_alerts(settings),
+            failed_check_alerts(settings),
+        ],
     )

@@ -1,8 +1,17 @@
-"""A failed run without a failed check: one alert with the project's own error, no key."""
+"""Run alerts: a failed run without a failed check gives one alert with the project's own error
+and no key; an error-severity check that fails in a successful run gives one alert too."""
 
 import json
 
-from dagster import DagsterEventType, build_run_status_sensor_context, materialize
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    DagsterEventType,
+    asset,
+    asset_check,
+    build_run_status_sensor_context,
+    materialize,
+)
 
 from spy_assets import config, datasets
 from spy_assets.defs import quality
@@ -51,3 +60,42 @@ def test_a_failed_run_alerts_once_with_its_error_and_never_the_key(instance, dat
     assert "HTTP 401" in alert["message"]
     assert WRONG_KEY not in json.dumps(alert)
     assert alert["type"] == "failure" and alert["path"] == "/alerts"
+
+
+def _sensor_context(instance, sensor, run_id, event_type, data_dir):
+    run = instance.get_run_by_id(run_id)
+    [event] = instance.all_logs(run_id, of_type=event_type)
+    return build_run_status_sensor_context(
+        sensor_name=sensor.name,
+        dagster_event=event.dagster_event,
+        dagster_instance=instance,
+        dagster_run=run,
+        resources={"storage": StorageResource(root=str(data_dir))},
+    )
+
+
+def test_a_failed_error_check_in_a_successful_run_alerts_once(instance, data_dir, webhook):
+    @asset(key=["quality_test", "prices"])
+    def prices() -> None:
+        return None
+
+    @asset_check(asset=prices, name="no_gaps", blocking=False)
+    def no_gaps() -> AssetCheckResult:
+        return AssetCheckResult(
+            passed=False, severity=AssetCheckSeverity.ERROR, description="3 minutes missing"
+        )
+
+    result = materialize([prices, no_gaps], instance=instance)
+    assert result.success
+    settings = config.load({config.ALERT_URL: webhook.url})
+    on_success = quality.failed_check_alerts(settings)
+    for _ in range(2):
+        context = _sensor_context(
+            instance, on_success, result.run_id, DagsterEventType.RUN_SUCCESS, data_dir
+        )
+        on_success(context)
+    [alert] = webhook.received
+    assert (
+        alert["title"] == f"check failed: no_gaps on quality_test/prices (run {result.run_id[:8]})"
+    )
+    assert "quality_test/prices:no_gaps: 3 minutes missing" in alert["message"]

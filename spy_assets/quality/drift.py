@@ -278,16 +278,20 @@ class BaselineStore:
     def record(
         self, dataset: str, schemas: Mapping[str, Schema], now: dt.datetime | None = None
     ) -> tuple[Schema, bool]:
-        """Remember the latest session's schema as the last observed one; the first observation
-        of a dataset becomes its baseline (the schema most of its sessions share). Returns
-        (the baseline, whether it was created now)."""
+        """Remember the latest session's schema as the last observed one (unless a later
+        session was observed before); the first observation of a dataset becomes its baseline
+        (the schema most of its sessions share). Returns (the baseline, whether it was created
+        now)."""
         stamp = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
         latest = max(schemas)
-        _write(
-            self.observed_path(dataset),
-            {"dataset": dataset, "session": latest, "observed_at": stamp}
-            | schemas[latest].to_json(),
-        )
+        before = self.observed(dataset)
+        # A backfill of older sessions does not make an old schema the "current" one.
+        if before is None or str(before.get("session", "")) <= latest:
+            _write(
+                self.observed_path(dataset),
+                {"dataset": dataset, "session": latest, "observed_at": stamp}
+                | schemas[latest].to_json(),
+            )
         baseline = self.baseline(dataset)
         if baseline is not None:
             return baseline, False

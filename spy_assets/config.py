@@ -114,6 +114,12 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
+def vendor_key(environ: Mapping[str, str] | None = None) -> str | None:
+    """The vendor key's value, to redact it from what leaves the process (never to print)."""
+    env = os.environ if environ is None else environ
+    return next((env[n].strip() for n in KEY_VARIABLES if env.get(n, "").strip()), None)
+
+
 def _raw(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name)
     return value.strip() if value is not None and value.strip() else None

@@ -58,11 +58,6 @@ class Alert:
         }
 
 
-def _vendor_keys(environ: Mapping[str, str] | None = None) -> list[str]:
-    env = os.environ if environ is None else environ
-    return [env[name] for name in config.KEY_VARIABLES if env.get(name, "").strip()]
-
-
 class AlertSender:
     """Sends each incident once: to ``url`` (apprise: ``json://``, ``slack://``, …) or, when
     ``url`` is ``None``, as a JSON line appended to ``<data dir>/alerts.log``."""
@@ -72,7 +67,7 @@ class AlertSender:
     ) -> None:
         self.data_dir = Path(data_dir)
         self.url = url
-        self._secrets = [s for s in [*secrets, *_vendor_keys()] if s]
+        self._secrets = [s for s in [*secrets, config.vendor_key()] if s]
 
     @property
     def destination(self) -> str:

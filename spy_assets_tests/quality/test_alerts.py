@@ -18,6 +18,7 @@ from spy_assets.defs import quality
 from spy_assets.defs.factory import dataset_asset
 from spy_assets.defs.partitions import sessions_partitions
 from spy_assets.defs.resources import MarketDataResource, ResearchSettings, StorageResource
+from spy_assets.quality.alerts import Alert, AlertSender
 from spy_assets.sources.synthetic import SyntheticMarket
 from spy_assets_tests.vendor_server import VendorServer
 
@@ -99,3 +100,19 @@ def test_a_failed_error_check_in_a_successful_run_alerts_once(instance, data_dir
         alert["title"] == f"check failed: no_gaps on quality_test/prices (run {result.run_id[:8]})"
     )
     assert "quality_test/prices:no_gaps: 3 minutes missing" in alert["message"]
+
+
+def test_an_alert_never_carries_the_vendor_key(data_dir, monkeypatch):
+    monkeypatch.setenv("MASSIVE_API_KEY", "sk-live-IN-ENV-5e5e5e")
+    sender = AlertSender(data_dir)
+    alert = Alert(
+        "run:abc",
+        "failed_run",
+        "GET /v2/aggs failed for key sk-live-IN-ENV-5e5e5e",
+        ["https://api.example/v2/aggs?apiKey=another-token&limit=5"],
+        {"header": "Authorization: Bearer sk-live-IN-ENV-5e5e5e"},
+    )
+    assert sender.send(alert) and not sender.send(alert)  # once per incident
+    text = (data_dir / "alerts.log").read_text()
+    assert "sk-live-IN-ENV" not in text and "another-token" not in text
+    assert text.count("\n") == 1 and "***" in text

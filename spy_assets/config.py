@@ -11,7 +11,7 @@ import datetime as dt
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from spy_assets.errors import ConfigError
@@ -60,12 +60,12 @@ class Settings:
     first_session: dt.date
     base_url: str
     key_variable: str | None
-    #: ``warn``: drift is reported; ``error``: drift blocks the session's downstream assets.
+    #: ``warn``: drift is reported; ``error``: a drifted session blocks its run's downstream.
     drift_severity: str = DEFAULT_DRIFT_SEVERITY
     #: ``N`` minutes after the close, or ``HH:MM`` New York time (never before the close).
     freshness_deadline: str = DEFAULT_FRESHNESS_DEADLINE
     #: An apprise URL for alerts; unset: JSON lines in ``<data dir>/alerts.log``.
-    alert_url: str | None = None
+    alert_url: str | None = field(default=None, repr=False)  # a webhook URL may hold a token
 
     @property
     def source_name(self) -> str:

@@ -3,7 +3,8 @@
 The deadline is ``N`` minutes after the close or a New York time of day (never before the
 close), so an early close (13:00) is due earlier, and a holiday or a weekend expects nothing
 new: the session expected at any moment is the latest one whose deadline has passed, from the
-NYSE calendar, not a cron.
+NYSE calendar, not a cron (Dagster's time-partition freshness checks take a cron deadline, which
+would call a holiday stale).
 """
 
 from __future__ import annotations

@@ -207,7 +207,6 @@ def _conform(landed: pd.DataFrame, ds: Dataset, session: dt.date) -> _Conformed:
     if landed.empty:
         return _Conformed(_empty(ds))
     frame = landed.copy()
-    unknown = 0
     for col in columns:
         if col not in frame:
             frame[col] = np.nan
@@ -216,9 +215,10 @@ def _conform(landed: pd.DataFrame, ds: Dataset, session: dt.date) -> _Conformed:
     for col in ("open", "high", "low", "close", "volume", "vwap"):
         if col in frame:
             frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+    missing_count = pd.Series(False, index=frame.index)
     if "transactions" in frame:
         counts = pd.to_numeric(frame["transactions"], errors="coerce")
-        unknown = int(counts.isna().sum())
+        missing_count = counts.isna()
         frame["transactions"] = counts.fillna(0).round().astype("int64")
     key_first = columns[0]
     if key_first in ("ticker", "contract"):
@@ -227,8 +227,14 @@ def _conform(landed: pd.DataFrame, ds: Dataset, session: dt.date) -> _Conformed:
     usable = frame["timestamp"].notna() & frame[prices].notna().all(axis=1)
     lo, hi = calendar.window_utc(session)
     inside = (frame["timestamp"] >= lo) & (frame["timestamp"] < hi)
-    kept = frame[usable & inside].reset_index(drop=True)
-    return _Conformed(kept, int((usable & ~inside).sum()), int((~usable).sum()), unknown)
+    kept = usable & inside
+    unknown = int((kept & missing_count).sum())
+    return _Conformed(
+        frame[kept].reset_index(drop=True),
+        int((usable & ~inside).sum()),
+        int((~usable).sum()),
+        unknown,
+    )
 
 
 def _dedup(frame: pd.DataFrame, ds: Dataset) -> pd.DataFrame:
@@ -297,14 +303,16 @@ def fold(ds: Dataset, request: BuildRequest, zone: LandingZone, through: str) ->
     written: dict[dt.date, WriteResult] = {}
     facts: dict[str, int] = dict.fromkeys(FOLD_FACTS, 0)
     params: dict[str, object] = {}
+    sources = {LANDING_SOURCE}
     for session in request.sessions:
         with _session_lock(zone, ds, session):
             done = _fold_session(ds, request, zone, through, session, facts)
         if done is not None:
-            written[session], params = done
+            written[session], source, params = done
+            sources |= set(source.split("+"))
     return Built(
         {},
-        LANDING_SOURCE,
+        "+".join(sorted(sources)),
         params=params,
         reused=[s for s in request.sessions if s not in written],
         facts=dict(facts),
@@ -333,7 +341,7 @@ def _fold_session(
     through: str,
     session: dt.date,
     facts: dict[str, int],
-) -> tuple[WriteResult, dict[str, object]] | None:
+) -> tuple[WriteResult, str, dict[str, object]] | None:
     """One session's fold, under its lock; None when there was nothing to write."""
     store = request.storage
     state = fold_state(zone, ds, session)
@@ -347,12 +355,18 @@ def _fold_session(
             keep = landed["contract"].isin(picked)
             facts["rows_not_picked"] += int((~keep).sum())
             landed = landed[keep].reset_index(drop=True)
-    stored = store.read(ds, session) if store.exists(ds, session) else _empty(ds)
+    # The partition's sources accumulate: what REST filled earlier is still in it.
+    sources = {LANDING_SOURCE}
+    if store.exists(ds, session):
+        stored = store.read(ds, session)
+        sources |= set(str(store.provenance(ds, session).get("source", "")).split("+")) - {""}
+    else:
+        stored = _empty(ds)
     merged = _dedup(pd.concat([stored, landed], ignore_index=True), ds)
     new, updated = _changes(stored, landed, ds)
     holes = _holes(merged, session, state.gaps_checked_through)
     checked = merged["timestamp"].max() if not merged.empty else state.gaps_checked_through
-    repaired, source = 0, LANDING_SOURCE
+    repaired = 0
     if len(holes) and request.source is not None:
         if picked is not None or "contract" not in merged:
             contracts = picked or []
@@ -363,7 +377,7 @@ def _fold_session(
         repaired = int(fill["timestamp"].nunique())
         if repaired:
             merged = _dedup(pd.concat([fill, merged], ignore_index=True), ds)
-            source = f"{LANDING_SOURCE}+{request.market.name}"
+            sources.add(request.market.name)
         # A delayed REST feed may not have the latest minutes yet: check them again next time.
         covered = rest["timestamp"].max() if not rest.empty else state.gaps_checked_through
         checked = min(checked, covered) if covered is not None else None
@@ -385,11 +399,12 @@ def _fold_session(
         return None
     through_name = batches[-1].name if batches else state.landing_through
     params: dict[str, object] = {"landing_through": through_name}
+    source = "+".join(sorted(sources))
     provenance = Built({}, source, params=params).provenance()
     result = store.write(ds, session, merged, provenance)
     # After the partition, so that a crash in between folds the same batches again.
     _write_state(zone, ds, session, FoldState(through_name, checked))
-    return result, params
+    return result, source, params
 
 
 def _changes(before: pd.DataFrame, after: pd.DataFrame, ds: Dataset) -> tuple[int, int]:

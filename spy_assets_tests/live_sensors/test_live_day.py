@@ -268,7 +268,7 @@ def test_landed_batches_become_runs_and_the_gap_is_repaired(live_day):
     ]
     fold1 = _metadata(live_day.runs["fold1"], "spy/minute_bars")
     assert fold1["gap_minutes_repaired"] == 10
-    assert fold1["source"] == "landing"
+    assert fold1["source"] == "landing+synthetic"  # the gap came over REST
     assert _metadata(live_day.runs["fold1"], "vix/minute_bars")["gap_minutes_repaired"] == 10
     assert _metadata(live_day.runs["fold1"], "spy/option_minute_bars")["gap_minutes_repaired"] > 0
     # later batches only: the contracts are picked, the news is there

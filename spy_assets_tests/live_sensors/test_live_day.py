@@ -23,6 +23,7 @@ from dagster import (
     AssetKey,
     DagsterInstance,
     RunRequest,
+    SensorResult,
     SkipReason,
     build_sensor_context,
 )
@@ -360,3 +361,14 @@ def test_the_sensors_are_in_the_code_location():
     names = {s.name for s in defs.sensors}
     assert {"live_landing_sensor", "live_news_sensor", "live_after_close_sensor"} <= names
     assert defs.resolve_job_def("live_job")
+
+
+def test_batches_for_days_that_are_not_sessions_are_skipped(instance, tmp_path):
+    zone = LandingZone.under(tmp_path)
+    bar = pd.DataFrame({"timestamp": [_at(LIVE, "10:00")], "open": [17.0]})
+    zone.write_batch(VIX_MINUTE_BARS, dt.date(2025, 11, 27), bar)  # Thanksgiving
+    zone.write_batch(VIX_MINUTE_BARS, dt.date(2025, 12, 1), bar)  # not traded yet
+    last = zone.write_batch(VIX_MINUTE_BARS, dt.date(2025, 1, 2), bar)  # before the partitions
+    result = _evaluate("live_landing_sensor", _at(LIVE, "10:00"), instance, tmp_path)
+    assert isinstance(result, SensorResult)
+    assert result.run_requests == [] and result.cursor == last.name

@@ -325,7 +325,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
-def _speed(text: str) -> float:
+def _positive_number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -415,14 +415,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulate", metavar="SESSION", help="replay a session offline through the simulator"
     )
     stream.add_argument(
-        "--speed", type=_speed, default=60.0, help="replay speed factor (default 60)"
+        "--speed", type=_positive_number, default=60.0, help="replay speed factor (default 60)"
     )
     stream.add_argument(
         "--faults",
         action="store_true",
         help="with --simulate: inject disconnects, duplicates and out-of-order bars",
     )
-    stream.add_argument("--heartbeat", type=_speed, help="seconds between heartbeat lines")
+    stream.add_argument(
+        "--heartbeat", type=_positive_number, help="seconds between heartbeat lines"
+    )
     stream.set_defaults(func=cmd_stream)
     return parser
 

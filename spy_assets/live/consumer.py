@@ -74,6 +74,7 @@ from spy_assets.sources.base import MarketSource
 logger = logging.getLogger(__name__)
 
 _STOP = object()
+_SOCKET_LOGGERS = ("websockets", "websockets.client", "websockets.server", "WebSocketClient")
 
 
 class MarketClock(Protocol):
@@ -203,7 +204,8 @@ class StreamConsumer:
     ) -> None:
         if not api_key:
             raise AuthError("no vendor API key: set MASSIVE_API_KEY (or POLYGON_API_KEY)")
-        redaction.install([api_key])
+        # websockets logs every frame at DEBUG, the auth action (with the key) included.
+        redaction.install([api_key], (*redaction.DEFAULT_LOGGERS, *_SOCKET_LOGGERS))
         self.settings = settings
         self.__key = api_key
         self.clock = clock or WallClock()

@@ -491,7 +491,11 @@ class FeedSimulator:
                 minute = events[first].minute
                 while end < feed.published and events[end].minute == minute:
                     end += 1
-                fired = [f for f in self.faults if f.market == market and f.minute <= minute]
+                # Faults wait for the client's subscription: a client still sending its
+                # subscribe to a closed socket drops the frames it has not read yet.
+                fired = [
+                    f for f in self.faults if subs and f.market == market and f.minute <= minute
+                ]
                 kinds = {f.kind for f in fired}
                 upto = end
                 if "out_of_order" in kinds and end < len(events):

@@ -25,16 +25,22 @@ class ReplayClock:
     than the wall clock. :meth:`skip` jumps ahead over a quiet stretch (the simulator's delay
     cap) and is seen by every reader at once."""
 
-    def __init__(self, origin: float, speed: float) -> None:
+    def __init__(self, origin: float, speed: float, started: float | None = None) -> None:
         if not speed > 0:
             raise ValueError(f"the replay speed must be positive, not {speed}")
         self.speed = float(speed)
         self._origin = float(origin)
-        self._started = time.monotonic()
+        #: ``time.monotonic()`` at ``origin``: the system-wide clock, so another process can
+        #: build the same replay clock from (origin, speed, started).
+        self.started = time.monotonic() if started is None else started
         self._lock = threading.Lock()
 
     def now(self) -> float:
-        return self._origin + (time.monotonic() - self._started) * self.speed
+        return self._origin + (time.monotonic() - self.started) * self.speed
+
+    @property
+    def origin(self) -> float:
+        return self._origin
 
     def skip(self, market_seconds: float) -> None:
         if market_seconds > 0:

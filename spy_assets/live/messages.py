@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import threading
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -102,7 +101,6 @@ class StreamCounts:
     bars_by_dataset: Counter = field(default_factory=Counter)
     connections: Counter = field(default_factory=Counter)
     outer_reconnects: Counter = field(default_factory=Counter)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def skipped(self) -> int:

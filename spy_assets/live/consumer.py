@@ -549,13 +549,12 @@ class StreamConsumer:
             return
         self._opened.add(bar.symbol)
         open_ms = int(calendar.session_open(session).value // 1_000_000)
+        # Off the writer thread: discovery and a late start read the REST API (rate-limited).
         if bar.start_ms == open_ms:
-            self._select(bar.symbol, bar.open)
-            return
-        # Started after the open: the opening bar decides, as in the batch graph.
-        threading.Thread(
-            target=self._select_late, args=(bar,), name="stream-open", daemon=True
-        ).start()
+            target, args = self._select, (bar.symbol, bar.open)
+        else:  # started after the open: the opening bar decides, as in the batch graph
+            target, args = self._select_late, (bar,)
+        threading.Thread(target=target, args=args, name="stream-contracts", daemon=True).start()
 
     def _resume_open(self) -> None:
         """A restart during the session: the opening bars already landed pick the contracts."""

@@ -37,6 +37,7 @@ import contextlib
 import datetime as dt
 import json
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -321,6 +322,7 @@ class FeedSimulator:
         )
 
     def start(self) -> FeedSimulator:
+        self.clock.started = time.monotonic()  # the replay starts now, not at construction
         self._thread = threading.Thread(target=self._run, name="feed-simulator", daemon=True)
         self._thread.start()
         self._ready.wait(10)
@@ -382,6 +384,8 @@ class FeedSimulator:
                     n += 1
                 if n != feed.published:
                     feed.published = n
+                    if feed.connection is None and not self.resume:
+                        feed.delivered = n  # nobody listening: gone, as on the vendor's feed
                     feed.wake.set()
 
     async def _handle(self, ws: Any) -> None:

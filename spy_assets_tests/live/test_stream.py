@@ -20,6 +20,7 @@ from spy_assets.errors import AuthError
 from spy_assets.landing import LandingZone
 from spy_assets.live.consumer import StreamConsumer, StreamSettings
 from spy_assets.live.simulator import FeedSimulator, SessionTape, scattered_faults
+from spy_assets.sources.synthetic import SyntheticMarket
 from spy_assets.storage import VIX_MINUTE_BARS, dataset
 
 SESSION = dt.date(2025, 11, 26)
@@ -200,3 +201,26 @@ def test_sigterm_mid_batch_lands_everything_received(tape, tmp_path):
     got = options.merge(want, how="inner")
     assert len(got) == len(want.merge(options, how="inner")) >= len(want)
     assert not list(data_dir.rglob("*.tmp"))
+
+
+def test_without_resume_bars_published_while_nobody_listens_are_gone(tape, tmp_path):
+    with FeedSimulator(tape, speed=16000, resume=False) as sim:
+        while sim.clock.now() < calendar.session_open(SESSION).timestamp() + 3600:
+            time.sleep(0.01)  # the first hour goes out to nobody
+        consumer = StreamConsumer(
+            _settings(tmp_path, sim),
+            sim.api_key,
+            clock=sim.clock,
+            session=SESSION,
+            source=SyntheticMarket(),  # the REST read of the opening bar
+        )
+        result = consumer.run()
+    zone = LandingZone.under(tmp_path)
+    spy = _landed(zone, SPY)
+    assert spy["timestamp"].min() >= calendar.session_open(SESSION) + pd.Timedelta(minutes=59)
+    expected = _expected(tape, SPY)
+    pd.testing.assert_frame_equal(
+        spy, expected.iloc[len(expected) - len(spy) :].reset_index(drop=True)
+    )
+    # Opened late: the contracts still come from the opening bar (read again from the source).
+    assert result.contracts == tape.contracts

@@ -9,9 +9,11 @@ contracts are known), and stops after the close.
   stall the socket (a slow callback ends in ``1011 keepalive ping timeout``). The client
   reconnects by itself after error closes but returns on a normal close and gives up for good
   after ``max_reconnects`` error closes in one ``connect()``; around it, each market has its own
-  loop with capped exponential backoff and a fresh client, so neither ends the day. A refused key
-  ends the consumer at once with one line (:class:`~spy_assets.errors.AuthError`): retrying
-  risks an account lockout.
+  loop with capped exponential backoff and a fresh client, so neither ends the day (the backoff
+  starts over only once bars flowed, so two consumers kicking each other off with
+  ``max_connections`` slow down). A refused key ends the consumer at once with one line
+  (:class:`~spy_assets.errors.AuthError`): retrying risks an account lockout, so indices and
+  options connect only after the stocks connection was accepted.
 - **Writer.** One thread parses frames (:mod:`spy_assets.live.messages`), drops repeats of
   (symbol, bar start), and buffers bars per dataset and session. A buffer is landed atomically
   (:class:`~spy_assets.landing.LandingZone`) once no bar arrived for ``flush_idle_s`` (the end
@@ -19,10 +21,10 @@ contracts are known), and stops after the close.
   the close) the queue is drained and every buffer landed, so nothing received is lost. A failed
   write keeps the rows and is retried at the next flush.
 - **Contracts.** The first regular-session bar of the underlying gives the open; the day's
-  contracts are then picked by :func:`pick_contracts`, the same core call with the same
-  :class:`~spy_assets.params.SelectionParams` as the ``option_contracts`` asset, and subscribed
-  on the options connection. A consumer started after the open takes the opening bar from the
-  landing zone, else from the market source's REST read of the session.
+  contracts are then picked (off the writer thread) by :func:`pick_contracts`, the same core
+  call with the same :class:`~spy_assets.params.SelectionParams` as the ``option_contracts``
+  asset, and subscribed on the options connection. A consumer started after the open takes the
+  opening bar from the landing zone, else from the market source's REST read of the session.
 - **Heartbeat.** A log line every ``heartbeat_s`` with counts, queue depth and lag (a bar's end
   to its landing, in wall seconds).
 """
@@ -395,8 +397,12 @@ class StreamConsumer:
                 super().__init__(*args, **kwargs)
                 counts.connections[market] += 1
 
+        bar_frames = [0]
+
         async def processor(raw: str | bytes) -> None:
             put((raw, time.time_ns()))
+            if isinstance(raw, str) and '"AM"' in raw:
+                bar_frames[0] += 1
             if market == STOCKS and not authed.is_set():
                 authed.set()
 
@@ -414,7 +420,7 @@ class StreamConsumer:
                 secure=s.secure,
             )
             self._clients[market] = client
-            frames_before = counts.frames
+            bars_before = bar_frames[0]
             try:
                 await client.connect(processor, create_connection=CountedConnection)
                 why = "the server closed the connection normally"
@@ -435,7 +441,7 @@ class StreamConsumer:
             if stop.is_set():
                 return
             counts.outer_reconnects[market] += 1
-            if counts.frames > frames_before:
+            if bar_frames[0] > bars_before:  # it worked for a while: not a kick loop
                 delay = s.backoff_initial_s
             logger.warning("%s connection ended (%s); reconnecting in %.1f s", market, why, delay)
             with contextlib.suppress(TimeoutError):

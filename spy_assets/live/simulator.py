@@ -401,7 +401,10 @@ class FeedSimulator:
         except (ValueError, TypeError):
             await ws.close(1008, "expected an auth action")
             return
-        if auth.get("action") != "auth" or auth.get("params") != self.api_key:
+        if not isinstance(auth, dict) or auth.get("action") != "auth":
+            await ws.close(1008, "expected an auth action")
+            return
+        if auth.get("params") != self.api_key:
             self.stats.auth_failures += 1
             await ws.send(
                 _dumps(

@@ -224,3 +224,28 @@ def test_without_resume_bars_published_while_nobody_listens_are_gone(tape, tmp_p
     )
     # Opened late: the contracts still come from the opening bar (read again from the source).
     assert result.contracts == tape.contracts
+
+
+def test_the_feed_is_configuration(tmp_path):
+    from massive.websocket.models import Feed
+
+    from spy_assets import config
+    from spy_assets.errors import ConfigError
+    from spy_assets.live.consumer import settings_from_config
+
+    cfg = config.load({})
+    assert (cfg.stream_feed, cfg.stream_flush_s) == ("delayed", 1.0)
+    delayed = settings_from_config(tmp_path, ("SPY",), cfg.stream_feed)
+    assert (delayed.feed, delayed.secure, delayed.end_grace_s) == (Feed.Delayed.value, True, 1080)
+    realtime = settings_from_config(tmp_path, ("SPY",), "realtime")
+    assert (realtime.feed, realtime.secure, realtime.end_grace_s) == (
+        Feed.RealTime.value,
+        True,
+        180,
+    )
+    local = config.load({"SPY_ASSETS_STREAM_FEED": "ws://127.0.0.1:8765"}).stream_feed
+    assert settings_from_config(tmp_path, ("SPY",), local).feed == "127.0.0.1:8765"
+    assert not settings_from_config(tmp_path, ("SPY",), local).secure
+    for name, value in (("SPY_ASSETS_STREAM_FEED", "ftp://x"), ("SPY_ASSETS_STREAM_FLUSH_S", "0")):
+        with pytest.raises(ConfigError, match=name):
+            config.load({name: value})

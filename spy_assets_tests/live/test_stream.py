@@ -19,7 +19,7 @@ from spy_assets import calendar
 from spy_assets.errors import AuthError
 from spy_assets.landing import LandingZone
 from spy_assets.live.consumer import StreamConsumer, StreamSettings
-from spy_assets.live.simulator import FeedSimulator, SessionTape, scattered_faults
+from spy_assets.live.simulator import FAULT_KINDS, FeedSimulator, SessionTape, scattered_faults
 from spy_assets.sources.synthetic import SyntheticMarket
 from spy_assets.storage import VIX_MINUTE_BARS, dataset
 
@@ -91,6 +91,7 @@ def test_a_faulty_session_lands_every_bar_exactly_once(tape, faulty_day):
     ]
     assert len(closes) == 10
     assert {f.kind for f in closes} == {"error_close", "normal_close", "force_disconnect"}
+    assert {f.kind for f in stats.faults_fired} == set(FAULT_KINDS)  # swaps and repeats too
     assert sum(stats.connections.values()) == 3 + 10
     # The client gave up (or returned) and the consumer reconnected it, on every market.
     assert result.counts.outer_reconnects["stocks"] >= 2

@@ -46,7 +46,7 @@ def _settings(data_dir, sim, **overrides):
         backoff_initial_s=0.05,
         heartbeat_s=60.0,
         close_grace_s=60.0,
-        quiet_s=0.5,
+        quiet_s=1.0,
     )
     return StreamSettings(data_dir, **(base | overrides))
 

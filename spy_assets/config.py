@@ -26,6 +26,9 @@ BASE_URL = "MASSIVE_BASE_URL"
 DRIFT_SEVERITY = "SPY_ASSETS_DRIFT_SEVERITY"
 FRESHNESS_DEADLINE = "SPY_ASSETS_FRESHNESS_DEADLINE"
 ALERT_URL = "SPY_ASSETS_ALERT_URL"
+STREAM_FEED = "SPY_ASSETS_STREAM_FEED"
+STREAM_FLUSH_S = "SPY_ASSETS_STREAM_FLUSH_S"
+STREAM_HEARTBEAT_S = "SPY_ASSETS_STREAM_HEARTBEAT_S"
 #: Where the vendor key may be, in order of preference.
 KEY_VARIABLES = ("MASSIVE_API_KEY", "POLYGON_API_KEY")
 
@@ -41,6 +44,12 @@ DRIFT_SEVERITIES = ("warn", "error")
 DEFAULT_DRIFT_SEVERITY = "warn"
 #: Minutes after a session's close (early closes included) by which its data is due.
 DEFAULT_FRESHNESS_DEADLINE = "60"
+#: The vendor's 15-minute delayed WebSocket feed (what the lower plans get); ``realtime`` or a
+#: ``ws://host:port`` / ``wss://host`` address are the alternatives.
+DEFAULT_STREAM_FEED = "delayed"
+#: The longest a received bar waits in memory before it lands: keeps lag p99 under 2 s.
+DEFAULT_STREAM_FLUSH_S = 1.0
+DEFAULT_STREAM_HEARTBEAT_S = 30.0
 
 SOURCES = ("auto", "synthetic", "massive")
 #: Asset key prefixes the shared datasets own: an underlying may not take them.
@@ -66,6 +75,9 @@ class Settings:
     freshness_deadline: str = DEFAULT_FRESHNESS_DEADLINE
     #: An apprise URL for alerts; unset: JSON lines in ``<data dir>/alerts.log``.
     alert_url: str | None = field(default=None, repr=False)  # a webhook URL may hold a token
+    stream_feed: str = DEFAULT_STREAM_FEED
+    stream_flush_s: float = DEFAULT_STREAM_FLUSH_S
+    stream_heartbeat_s: float = DEFAULT_STREAM_HEARTBEAT_S
 
     @property
     def source_name(self) -> str:
@@ -94,6 +106,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         drift_severity=_choice(env, DRIFT_SEVERITY, DEFAULT_DRIFT_SEVERITY, DRIFT_SEVERITIES),
         freshness_deadline=_deadline(env),
         alert_url=_alert_url(env),
+        stream_feed=_stream_feed(env),
+        stream_flush_s=_positive(env, STREAM_FLUSH_S, DEFAULT_STREAM_FLUSH_S),
+        stream_heartbeat_s=_positive(env, STREAM_HEARTBEAT_S, DEFAULT_STREAM_HEARTBEAT_S),
     )
     from spy_assets.calendar import CALENDAR_START
 
@@ -221,5 +236,16 @@ def _alert_url(env: Mapping[str, str]) -> str | None:
         raise ConfigError(
             f"{ALERT_URL}: not a notification URL (e.g. json://127.0.0.1:8080/alerts, "
             "slack://..., mailto://...)"
+        )
+    return value
+
+
+def _stream_feed(env: Mapping[str, str]) -> str:
+    value = _raw(env, STREAM_FEED) or DEFAULT_STREAM_FEED
+    if value.lower() in ("realtime", "delayed"):
+        return value.lower()
+    if not re.match(r"^wss?://[^/\s]+$", value):
+        raise ConfigError(
+            f"{STREAM_FEED}={value!r}: use realtime, delayed or a ws://host:port address"
         )
     return value

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from spy_assets.errors import ConfigError
 
@@ -22,6 +23,8 @@ SOURCE = "SPY_ASSETS_SOURCE"
 SEED = "SPY_ASSETS_SEED"
 REQUESTS_PER_MINUTE = "SPY_ASSETS_REQUESTS_PER_MINUTE"
 FIRST_SESSION = "SPY_ASSETS_FIRST_SESSION"
+#: Where the vendor request budget is shared: unset, a SQLite file in the data dir (one host).
+RATE_LIMIT_URL = "SPY_ASSETS_RATE_LIMIT_URL"
 BASE_URL = "MASSIVE_BASE_URL"
 #: Where the vendor key may be, in order of preference.
 KEY_VARIABLES = ("MASSIVE_API_KEY", "POLYGON_API_KEY")
@@ -53,6 +56,8 @@ class Settings:
     first_session: dt.date
     base_url: str
     key_variable: str | None
+    #: redis://… or postgresql://… to share the vendor request budget across hosts.
+    rate_limit_url: str | None = None
 
     @property
     def source_name(self) -> str:
@@ -78,6 +83,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         first_session=_date(env, FIRST_SESSION, DEFAULT_FIRST_SESSION),
         base_url=_url(env),
         key_variable=key_variable,
+        rate_limit_url=_rate_limit_url(env),
     )
     from spy_assets.calendar import CALENDAR_START
 
@@ -178,3 +184,27 @@ def _url(env: Mapping[str, str]) -> str:
     if not re.match(r"^https?://[^/\s]+", value):
         raise ConfigError(f"{BASE_URL}={value!r} is not an http(s) URL")
     return value.rstrip("/")
+
+
+def _rate_limit_url(env: Mapping[str, str]) -> str | None:
+    value = _raw(env, RATE_LIMIT_URL)
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    shown = value if parts.password is None else value.replace(f":{parts.password}@", ":***@")
+    scheme = parts.scheme.lower()
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        raise ConfigError(f"{RATE_LIMIT_URL}={shown!r}: the port is not a number") from None
+    if scheme in ("redis", "rediss") and parts.hostname:
+        if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+            raise ConfigError(
+                f"{RATE_LIMIT_URL}={shown!r}: the Redis database must be a number (redis://host:port/0)"
+            )
+        return value
+    if scheme in ("postgresql", "postgres") and (parts.hostname or "host=" in parts.query):
+        return value
+    raise ConfigError(
+        f"{RATE_LIMIT_URL}={shown!r}: use redis://host:port/db or postgresql://user@host:port/db"
+    )

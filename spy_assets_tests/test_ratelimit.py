@@ -232,7 +232,9 @@ def test_an_unreachable_store_is_one_line_without_the_password(tmp_path):
         bucket.acquire()
     message = str(err.value)
     assert "\n" not in message and "hunter2" not in message and KEY not in message
-    assert message.startswith("rate limit store postgresql://spy:***@127.0.0.1:9/spy: opening failed")
+    assert message.startswith(
+        "rate limit store postgresql://spy:***@127.0.0.1:9/spy: opening failed"
+    )
     clear_registry()
 
 

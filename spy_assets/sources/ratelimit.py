@@ -171,6 +171,11 @@ class TokenBucket:
             self.acquired += 1
         return True
 
+    def open(self) -> None:
+        """Open the shared store now rather than on the first request."""
+        if self.rate_per_minute is not None:
+            self._open()
+
     def close(self) -> None:
         """Close the store's connection (it reopens on next use)."""
         with self._open_lock:
@@ -201,7 +206,6 @@ class TokenBucket:
             if self._store is None or self._store_pid != os.getpid():
                 with self._failures("opening"):
                     self._store = self._opener(self.rates)
-                    self._store.leak(self._store.now())
                 self._store_pid = os.getpid()
             return self._store
 
@@ -260,13 +264,14 @@ def sqlite_opener(path: Path, name: str) -> Opener:
 
 
 class _ExpiringRedisBucket(RedisBucket):
-    """A Redis bucket whose key expires once idle for twice the longest window, so a key
-    that stops being used leaves nothing behind."""
+    """A Redis bucket whose key expires once idle (for twice its longest window, a minute at
+    least), so a key that stops being used leaves nothing behind."""
 
     def put(self, item: RateItem) -> Any:
         admitted = super().put(item)
         if admitted:
-            self.redis.pexpire(self.bucket_key, 2 * self.rates[-1].interval)
+            idle_ms = max(2 * self.rates[-1].interval, Duration.MINUTE.value)
+            self.redis.pexpire(self.bucket_key, idle_ms)
         return admitted
 
 

@@ -56,8 +56,8 @@ REDIS_KEY_PREFIX = "spy_assets:ratelimit:"
 _LEAK_EVERY = 64
 #: Shortest sleep between two tries (a store busy with another writer reports no wait).
 _MIN_SLEEP_S = 0.005
-#: Longest random delay added to a sleep, so that processes woken for the same free slot do
-#: not all ask at the same instant and the slot goes to a random one of them.
+#: Longest random delay added to a sleep on a shared store, so that processes woken for the
+#: same free slot do not all ask at the same instant and the slot goes to a random one.
 _MAX_JITTER_S = 0.02
 
 
@@ -66,16 +66,18 @@ class RateLimitStoreError(SpyAssetsError):
 
 
 def plan_rates(rate_per_minute: float, burst: int = 1) -> list[Rate]:
-    """The pyrate-limiter rates of a plan: at most ``burst`` requests in any window of
-    ``burst × 60 / rate`` seconds (rounded up to the millisecond) and, when bursts could add
-    up to more, at most ``rate`` (rounded down) in any minute."""
+    """The pyrate-limiter rates of a plan: bursts of at most ``burst`` requests, ``burst × 60 /
+    rate`` seconds apart (rounded up to the millisecond) and, when bursts could add up to more,
+    at most ``rate`` (rounded down) in any minute."""
     minute_ms = Duration.MINUTE.value
-    window_ms = max(1, math.ceil(burst * minute_ms / rate_per_minute))
-    rates = [Rate(burst, window_ms)]
-    most_in_a_minute = burst * math.ceil(minute_ms / window_ms)
+    spacing_ms = max(2, math.ceil(burst * minute_ms / rate_per_minute))
+    # The sliding log admits again 1 ms after an entry leaves its window: a window 1 ms short
+    # of the spacing gives exactly the plan's rate.
+    rates = [Rate(burst, spacing_ms - 1)]
+    most_in_a_minute = burst * math.ceil(minute_ms / spacing_ms)
     if most_in_a_minute > rate_per_minute:
-        # No denser than the window rate, or the library refuses the list.
-        per_minute = min(math.floor(rate_per_minute), burst * minute_ms // window_ms)
+        # No denser than the first rate, or the library refuses the list.
+        per_minute = min(math.floor(rate_per_minute), burst * minute_ms // spacing_ms)
         if per_minute > burst:
             rates.append(Rate(per_minute, Duration.MINUTE))
     return rates
@@ -125,6 +127,7 @@ class TokenBucket:
         self.where = where if rate_per_minute is not None else "unlimited"
         self.rates = plan_rates(rate_per_minute, self.burst) if rate_per_minute else []
         self._name = name
+        self._shared = opener is not None
         self._opener = opener or (lambda rates: _ClockedMemoryBucket(rates, clock))
         self._clock = clock
         self._sleep = sleep
@@ -154,7 +157,7 @@ class TokenBucket:
         with self._turn:
             while (wait_s := self._try_put()) is not None:
                 jitter = self._rng.uniform(0.0, min(_MAX_JITTER_S, wait_s / 10))
-                self._sleep(max(_MIN_SLEEP_S, wait_s) + jitter)
+                self._sleep(max(_MIN_SLEEP_S, wait_s) + (jitter if self._shared else 0.0))
                 slept = True
         waited = max(0.0, self._clock() - start) if slept else 0.0
         with self._count_lock:

@@ -24,7 +24,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -148,9 +148,9 @@ class TokenBucket:
     def acquire(self) -> float:
         """Take one request from the budget, sleeping until there is room; returns the seconds
         waited (0.0 when admitted at once)."""
-        with self._count_lock:
-            self.acquired += 1
         if self.rate_per_minute is None:
+            with self._count_lock:
+                self.acquired += 1
             return 0.0
         start = self._clock()
         slept = False
@@ -161,6 +161,7 @@ class TokenBucket:
                 slept = True
         waited = max(0.0, self._clock() - start) if slept else 0.0
         with self._count_lock:
+            self.acquired += 1
             self.waited_s += waited
         return waited
 
@@ -213,7 +214,7 @@ class TokenBucket:
             return self._store
 
     @contextmanager
-    def _failures(self, doing: str) -> Any:
+    def _failures(self, doing: str) -> Iterator[None]:
         # The store's own errors (sqlite3, redis, psycopg, filelock) become one line; interrupts
         # (KeyboardInterrupt and its subclasses) pass through untouched.
         try:
@@ -305,7 +306,7 @@ class _ConnectionPerThread:
         self.closed = False
 
     @contextmanager
-    def connection(self) -> Any:
+    def connection(self) -> Iterator[Any]:
         import psycopg
 
         conn = getattr(self._local, "conn", None)

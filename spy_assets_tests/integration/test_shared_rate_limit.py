@@ -16,6 +16,8 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -204,3 +206,71 @@ def test_two_processes_share_a_redis_bucket(tmp_path, server, clients, redis_url
     for secret in (VENDOR_KEY, key_fingerprint(VENDOR_KEY)):
         assert secret not in keys[0] and secret.encode() not in members
     assert 0 < client.pttl(keys[0]) <= 60_000  # an idle key expires by itself
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL server on 127.0.0.1 (Debian's binaries; run as ``postgres``
+    when the tests run as root, which the server refuses)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql; .ci/run installs it)")
+    bin_dir = found[-1].parent
+    home = Path(tempfile.mkdtemp(prefix="spy-assets-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(home, user="postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    data = home / "data"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "check": True}
+    subprocess.run([*as_user, bin_dir / "initdb", "-D", data, "-A", "trust", "-U", "spy"], **quiet)
+    options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off"
+    pg_ctl = [*as_user, bin_dir / "pg_ctl", "-D", data]
+    subprocess.run([*pg_ctl, "-o", options, "-l", home / "log", "-w", "start"], **quiet)
+    try:
+        yield f"postgresql://spy@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], **quiet)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_two_connections_share_a_postgres_bucket(tmp_path, postgres_url):
+    """pyrate-limiter's PostgreSQL bucket over psycopg 3: two buckets, two connections, one
+    table, the budget kept (one process here; the table is what processes would share)."""
+    import psycopg
+
+    from spy_assets import config
+    from spy_assets.sources.ratelimit import clear_registry, shared_bucket
+
+    clear_registry()
+    settings = config.load(
+        {"SPY_ASSETS_DATA_DIR": str(tmp_path), "SPY_ASSETS_RATE_LIMIT_URL": postgres_url}
+    )
+    a = shared_bucket("http://vendor.test", VENDOR_KEY, 2400, settings=settings)  # 25 ms apart
+    clear_registry()
+    b = shared_bucket("http://vendor.test", VENDOR_KEY, 2400, settings=settings)
+    workers = [threading.Thread(target=lambda x=x: [x.acquire() for _ in range(6)]) for x in (a, b)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert a.acquired == b.acquired == 6 and "postgresql://spy@127.0.0.1" in repr(a)
+    with psycopg.connect(postgres_url) as db:
+        [table] = [
+            t
+            for (t,) in db.execute(
+                "SELECT tablename FROM pg_tables WHERE tablename LIKE 'ratelimit%'"
+            )
+        ]
+        rows = db.execute(
+            f'SELECT name, extract(epoch FROM item_timestamp::timestamptz) * 1000 FROM "{table}"'
+        ).fetchall()
+    stamps = sorted(float(ms) for _, ms in rows)
+    assert len(stamps) == 12
+    assert min(b - a for a, b in zip(stamps, stamps[1:], strict=False)) >= 25 - 1
+    for secret in (VENDOR_KEY, key_fingerprint(VENDOR_KEY)):
+        assert secret not in table and all(secret not in name for name, _ in rows)
+    a.close()
+    b.close()
+    clear_registry()

@@ -8,7 +8,12 @@ pyrate-limiter bucket (a sliding-window log) that lives outside the process:
   file lock: shared by every process on the host;
 - ``SPY_ASSETS_RATE_LIMIT_URL=redis://host:port/db``: a Redis sorted set, shared by every host
   that reaches that Redis (their clocks must be in sync: each stamps its own requests);
-- ``SPY_ASSETS_RATE_LIMIT_URL=postgresql://…``: a PostgreSQL table (psycopg 3).
+- ``SPY_ASSETS_RATE_LIMIT_URL=postgresql://…``: a PostgreSQL table (psycopg 3; the pool the
+  bucket expects is a small adapter here, ``psycopg_pool`` is not a dependency).
+
+:class:`TokenBucket` drives the bucket's own ``put``/``waiting`` rather than
+``pyrate_limiter.Limiter``, whose wait loop sleeps with its own ``time.sleep``: so a wait returns
+the seconds it took, tests inject a clock, and threads of a process queue before the store.
 
 One bucket per (vendor base URL, key, plan): its name is a digest, so the key itself is never
 written anywhere. :func:`shared_bucket` keeps one :class:`TokenBucket` per bucket and process;

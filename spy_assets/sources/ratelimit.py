@@ -59,7 +59,7 @@ BUCKET_FILE = "ratelimit.sqlite"
 REDIS_KEY_PREFIX = "spy_assets:ratelimit:"
 #: Expired entries are trimmed from the store once every this many admitted requests.
 _LEAK_EVERY = 64
-#: Shortest sleep between two tries (a store busy with another writer reports no wait).
+#: Sleep before trying again when a store busy with another writer reports no wait.
 _MIN_SLEEP_S = 0.005
 #: Longest random delay added to a sleep on a shared store, so that processes woken for the
 #: same free slot do not all ask at the same instant and the slot goes to a random one.
@@ -162,7 +162,7 @@ class TokenBucket:
         with self._turn:
             while (wait_s := self._try_put()) is not None:
                 jitter = self._rng.uniform(0.0, min(_MAX_JITTER_S, wait_s / 10))
-                self._sleep(max(_MIN_SLEEP_S, wait_s) + (jitter if self._shared else 0.0))
+                self._sleep((wait_s or _MIN_SLEEP_S) + (jitter if self._shared else 0.0))
                 slept = True
         waited = max(0.0, self._clock() - start) if slept else 0.0
         with self._count_lock:

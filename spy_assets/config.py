@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from spy_assets.errors import ConfigError
 
@@ -22,6 +23,8 @@ SOURCE = "SPY_ASSETS_SOURCE"
 SEED = "SPY_ASSETS_SEED"
 REQUESTS_PER_MINUTE = "SPY_ASSETS_REQUESTS_PER_MINUTE"
 FIRST_SESSION = "SPY_ASSETS_FIRST_SESSION"
+#: Where the vendor request budget is shared: unset, a SQLite file in the data dir (one host).
+RATE_LIMIT_URL = "SPY_ASSETS_RATE_LIMIT_URL"
 BASE_URL = "MASSIVE_BASE_URL"
 DRIFT_SEVERITY = "SPY_ASSETS_DRIFT_SEVERITY"
 FRESHNESS_DEADLINE = "SPY_ASSETS_FRESHNESS_DEADLINE"
@@ -78,6 +81,8 @@ class Settings:
     stream_feed: str = DEFAULT_STREAM_FEED
     stream_flush_s: float = DEFAULT_STREAM_FLUSH_S
     stream_heartbeat_s: float = DEFAULT_STREAM_HEARTBEAT_S
+    #: redis://… or postgresql://… to share the vendor request budget across hosts.
+    rate_limit_url: str | None = None
 
     @property
     def source_name(self) -> str:
@@ -109,6 +114,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         stream_feed=_stream_feed(env),
         stream_flush_s=_positive(env, STREAM_FLUSH_S, DEFAULT_STREAM_FLUSH_S),
         stream_heartbeat_s=_positive(env, STREAM_HEARTBEAT_S, DEFAULT_STREAM_HEARTBEAT_S),
+        rate_limit_url=_rate_limit_url(env),
     )
     from spy_assets.calendar import CALENDAR_START
 
@@ -249,3 +255,27 @@ def _stream_feed(env: Mapping[str, str]) -> str:
             f"{STREAM_FEED}={value!r}: use realtime, delayed or a ws://host:port address"
         )
     return value
+
+
+def _rate_limit_url(env: Mapping[str, str]) -> str | None:
+    value = _raw(env, RATE_LIMIT_URL)
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    shown = value if parts.password is None else value.replace(f":{parts.password}@", ":***@")
+    scheme = parts.scheme.lower()
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        raise ConfigError(f"{RATE_LIMIT_URL}={shown!r}: the port is not a number") from None
+    if scheme in ("redis", "rediss") and parts.hostname:
+        if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+            raise ConfigError(
+                f"{RATE_LIMIT_URL}={shown!r}: the Redis database must be a number (redis://host:port/0)"
+            )
+        return value
+    if scheme in ("postgresql", "postgres") and (parts.hostname or "host=" in parts.query):
+        return value
+    raise ConfigError(
+        f"{RATE_LIMIT_URL}={shown!r}: use redis://host:port/db or postgresql://user@host:port/db"
+    )

@@ -132,8 +132,9 @@ class MassiveSource:
     """:class:`~spy_assets.sources.base.MarketSource` over the vendor's REST API.
 
     ``requests_per_minute`` is the plan's limit (free tier: 5; ``None``: unlimited); every
-    instance with the same key and plan shares one bucket per process. ``max_attempts`` counts
-    the first try. ``sleep`` and ``today`` are injectable for tests.
+    instance and process of the host with the same key and plan shares one bucket (every host
+    with ``SPY_ASSETS_RATE_LIMIT_URL``: see :mod:`~spy_assets.sources.ratelimit`).
+    ``max_attempts`` counts the first try. ``sleep`` and ``today`` are injectable for tests.
     """
 
     name = "massive"
@@ -176,7 +177,7 @@ class MassiveSource:
         self.backoff_max = backoff_max
         self.max_retry_after = max_retry_after
         self.page_limit = page_limit
-        self.bucket = bucket or shared_bucket("massive", api_key, requests_per_minute, burst)
+        self.bucket = bucket or shared_bucket(self.base_url, api_key, requests_per_minute, burst)
         self._sleep = sleep
         self._today = today or (lambda: pd.Timestamp.now(tz=MARKET_TZ).date())
         self._rng = random.Random(seed)

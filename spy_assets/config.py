@@ -23,6 +23,7 @@ SEED = "SPY_ASSETS_SEED"
 REQUESTS_PER_MINUTE = "SPY_ASSETS_REQUESTS_PER_MINUTE"
 FIRST_SESSION = "SPY_ASSETS_FIRST_SESSION"
 BASE_URL = "MASSIVE_BASE_URL"
+RETENTION = "SPY_ASSETS_RETENTION"
 #: Where the vendor key may be, in order of preference.
 KEY_VARIABLES = ("MASSIVE_API_KEY", "POLYGON_API_KEY")
 
@@ -39,6 +40,8 @@ SOURCES = ("auto", "synthetic", "massive")
 #: Asset key prefixes the shared datasets own: an underlying may not take them.
 RESERVED_PREFIXES = ("vix", "news")
 _TICKER = re.compile(r"^[A-Z][A-Z0-9.]{0,9}$")
+#: ``landing`` or ``raw`` (every dataset), ``landing/<dataset>`` or ``<dataset>``.
+_RETENTION_TARGET = re.compile(r"^(landing|raw|(landing/)?[a-z0-9.]+/[a-z_]+)$")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class Settings:
     first_session: dt.date
     base_url: str
     key_variable: str | None
+    #: Maximum age in days per target of the purge (see :func:`_retention`); empty keeps all.
+    retention: tuple[tuple[str, int], ...] = ()
 
     @property
     def source_name(self) -> str:
@@ -78,6 +83,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         first_session=_date(env, FIRST_SESSION, DEFAULT_FIRST_SESSION),
         base_url=_url(env),
         key_variable=key_variable,
+        retention=_retention(env),
     )
     from spy_assets.calendar import CALENDAR_START
 
@@ -178,3 +184,31 @@ def _url(env: Mapping[str, str]) -> str:
     if not re.match(r"^https?://[^/\s]+", value):
         raise ConfigError(f"{BASE_URL}={value!r} is not an http(s) URL")
     return value.rstrip("/")
+
+
+def _retention(env: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
+    """``landing=7,raw=730,spy/option_minute_bars=365,landing/spy/minute_bars=3``: the maximum
+    age in days (session date to today) of landing files and raw partitions, for every dataset
+    (``landing``, ``raw``) or one (``landing/<dataset>``, ``<dataset>``; the most specific
+    wins). Unset keeps everything."""
+    value = _raw(env, RETENTION)
+    if value is None:
+        return ()
+    rules: dict[str, int] = {}
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        target, sep, days_text = (x.strip() for x in part.partition("="))
+        target = target.lower()
+        if not sep or not _RETENTION_TARGET.match(target):
+            raise ConfigError(
+                f"{RETENTION}: {part!r} is not <target>=<days> with a target of landing, raw, "
+                "landing/<dataset> or <dataset> (e.g. landing=7,spy/option_minute_bars=365)"
+            )
+        days_text = days_text.lower().removesuffix("d")
+        if not days_text.isdigit() or int(days_text) < 1:
+            raise ConfigError(f"{RETENTION}: {part!r}: the age must be a whole number of days ≥ 1")
+        if target in rules:
+            raise ConfigError(f"{RETENTION} sets {target} more than once")
+        rules[target] = int(days_text)
+    return tuple(sorted(rules.items()))

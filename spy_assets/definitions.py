@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dagster import Definitions
 
 from spy_assets import config, datasets
-from spy_assets.defs import analytics, raw, resources, schedules
+from spy_assets.defs import analytics, automation, raw, resources, schedules
 from spy_assets.defs.partitions import sessions_partitions
 
 
@@ -22,7 +22,8 @@ def build_definitions(
     return Definitions.merge(
         raw.definitions(specs, partitions),
         analytics.definitions(specs, partitions),
-        schedules.definitions(),
+        schedules.definitions(partitions),
+        automation.definitions(),
         resources.definitions(settings),
     )
 

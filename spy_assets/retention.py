@@ -7,9 +7,10 @@ many days before today. Even then it is kept while it is *unconsolidated*:
 
 - landing batches of a dataset and session whose raw partition is missing, unreadable, or older
   than one of the batches (the batch has not been stored yet);
-- a raw partition with a landing batch newer than itself, or whose downstream partitions of the
-  same session (every dataset built from it, directly or not) are missing, unreadable or older
-  than it (they were not built from it yet).
+- the raw partitions of a session in which any raw partition has a landing batch newer than
+  itself, or downstream partitions (every dataset built from it, directly or not) that are
+  missing, unreadable or older than it (they were not built from it yet). This is decided per
+  session, because rebuilding any derived partition needs every raw partition of its session.
 
 :func:`plan_purge` only looks; :func:`apply_purge` deletes what a plan lists, logs each removal
 and appends it to ``<data dir>/purge.log`` (one JSON line per removal).
@@ -28,7 +29,7 @@ from typing import Literal
 
 from spy_assets import calendar
 from spy_assets.datasets import RAW, DatasetSpec
-from spy_assets.errors import MissingPartitionError, SpyAssetsError
+from spy_assets.errors import MissingPartitionError, UnknownDatasetError
 from spy_assets.landing import LandingZone
 from spy_assets.storage import Dataset, Storage
 
@@ -36,10 +37,6 @@ log = logging.getLogger(__name__)
 
 LANDING, RAW_PARTITION = "landing", "raw"
 Kind = Literal["landing", "raw"]
-
-
-class UnknownDatasetError(SpyAssetsError, ValueError):
-    """A dataset the purge does not know or does not manage."""
 
 
 @dataclass(frozen=True)
@@ -103,12 +100,14 @@ class PurgePlan:
             for r in self.removals
         ]
         lines += [f"{k.kind:<8} {k.dataset:<26} {k.session}  kept: {k.reason}" for k in self.kept]
-        total = f"{len(self.removals)} session(s), {self.files} file(s), {_size(self.bytes)}"
+        total = (
+            f"{len(self.removals)} dataset-session(s), {self.files} file(s), {_size(self.bytes)}"
+        )
         summary = f"dry run: {verb} {total}" if dry_run else f"{verb} {total}"
         if dry_run and self.removals:
             summary += " (run with --apply, or the job with dry_run: false, to delete)"
         if self.kept:
-            summary += f"; {len(self.kept)} old session(s) kept, not consolidated"
+            summary += f"; {len(self.kept)} old dataset-session(s) kept, not consolidated"
         return "\n".join([*lines, summary])
 
 
@@ -199,6 +198,7 @@ def plan_purge(
         days = policy.max_age(kind, name)
         return days is not None and day < today - dt.timedelta(days=days)
 
+    reasons: dict[dt.date, str | None] = {}
     for spec in raw_specs:
         ds = spec.dataset
         batches_by_session: dict[dt.date, list[Path]] = {}
@@ -219,31 +219,43 @@ def plan_purge(
                 sizes = sum(p.stat().st_size for p in paths if p.exists())
                 plan.removals.append(Removal(LANDING, ds.name, day, tuple(sorted(paths)), sizes))
 
-        downstream = _downstream(spec, specs)
         sessions = [session] if session is not None else storage.sessions(ds)
         for day in sessions:
             path = storage.partition_path(ds, day)
-            raw_time = _mtime_ns(path)
-            if raw_time is None or not past_age(RAW_PARTITION, ds.name, day):
+            if not path.is_file() or not past_age(RAW_PARTITION, ds.name, day):
                 continue
-            reason = None
-            if any((_mtime_ns(p) or 0) > raw_time for p in batches_by_session.get(day, [])):
-                reason = "a landing batch is newer than it"
-            for child in downstream:
-                child_time = _mtime_ns(storage.partition_path(child, day))
-                if child_time is None or storage.status(child, day) != "ok":
-                    reason = f"{child.name} of that session is not stored"
-                elif child_time < raw_time:
-                    reason = f"{child.name} of that session is older than it (not rebuilt yet)"
-                if reason:
-                    break
-            if reason:
-                plan.kept.append(Kept(RAW_PARTITION, ds.name, day, reason))
+            if day not in reasons:
+                reasons[day] = _unconsolidated(storage, landing, specs, day)
+            if reasons[day]:
+                plan.kept.append(Kept(RAW_PARTITION, ds.name, day, reasons[day]))
             else:
                 plan.removals.append(
                     Removal(RAW_PARTITION, ds.name, day, (path,), path.stat().st_size)
                 )
     return plan
+
+
+def _unconsolidated(
+    storage: Storage, landing: LandingZone, specs: Sequence[DatasetSpec], day: dt.date
+) -> str | None:
+    """Why the raw partitions of a session must stay, or None. Decided for the session as a
+    whole: rebuilding any derived partition of it needs every raw partition of it."""
+    for spec in specs:
+        if spec.group != RAW:
+            continue
+        raw_time = _mtime_ns(storage.partition_path(spec.dataset, day))
+        if raw_time is None:
+            continue
+        batches = landing.batches([spec.name], session=day)
+        if any((_mtime_ns(b.path) or 0) > raw_time for b in batches):
+            return f"a landing batch of {spec.name} is newer than its raw partition"
+        for child in _downstream(spec, specs):
+            child_time = _mtime_ns(storage.partition_path(child, day))
+            if child_time is None or storage.status(child, day) != "ok":
+                return f"{child.name} of that session is not stored"
+            if child_time < raw_time:
+                return f"{child.name} of that session is older than {spec.name} (not rebuilt)"
+    return None
 
 
 def apply_purge(plan: PurgePlan, data_dir: str | os.PathLike[str]) -> list[Removal]:

@@ -5,12 +5,19 @@ import datetime as dt
 import hashlib
 import os
 
-from dagster import AssetKey, AssetSelection, evaluate_automation_conditions, materialize
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    AssetSelection,
+    evaluate_automation_conditions,
+    materialize,
+)
 
-from spy_assets import calendar, config
+from spy_assets import calendar, cli, config
 from spy_assets.definitions import build_definitions
 from spy_assets.defs.resources import MarketDataResource, StorageResource
 from spy_assets.defs.runs import failure_summary, materialize_sessions
+from spy_assets.provenance import dataset_code_version
 from spy_assets.storage import Storage, dataset
 
 SESSIONS = calendar.last_sessions(6, dt.date(2025, 11, 28))
@@ -30,7 +37,9 @@ def _files(root):
     }
 
 
-def test_a_corrected_raw_session_rebuilds_only_its_derived_partitions(instance, data_dir):
+def test_a_corrected_raw_session_rebuilds_only_its_derived_partitions(
+    instance, data_dir, monkeypatch, capsys
+):
     defs = build_definitions(["SPY"], settings=config.load({}))
     nodes = [*defs.assets, *defs.asset_checks]
     resources = {
@@ -95,3 +104,22 @@ def test_a_corrected_raw_session_rebuilds_only_its_derived_partitions(instance, 
     # the next tick finds nothing left to do: the rebuild does not trigger itself
     tick = evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
     assert tick.total_requested == 0
+
+    # provenance: the rebuild's run, the derived code version, and the corrected upstream
+    monkeypatch.setenv("SPY_ASSETS_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("DAGSTER_HOME", instance.root_directory)
+    assert cli.main(["provenance", "spy/features", CORRECTED.isoformat()]) == 0
+    out = capsys.readouterr().out
+    record = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=bars, asset_partitions=[CORRECTED.isoformat()]), limit=1
+    ).records[0]
+    assert record.run_id == corrected.run_id
+    # Dagster's input data version of a partitioned upstream: sha256 of its partitions' versions
+    bars_version = record.asset_materialization.tags["dagster/data_version"]
+    expected = hashlib.sha256(bars_version.encode()).hexdigest()
+    lines = {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.strip()}
+    assert lines["spy/minute_bars"] == expected
+    assert {"spy/option_minute_bars", "spy/option_contracts", "vix/minute_bars"} <= set(lines)
+    assert f"run {rebuilt.run_id}" in out and "source            derived" in out
+    assert f"{dataset_code_version('spy/features')} (asset)" in out
+    assert "rate=" in out and "dividend_yield=" in out

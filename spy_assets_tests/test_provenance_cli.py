@@ -4,6 +4,7 @@ integration/test_corrections.py, after a correction)."""
 
 import pandas as pd
 import pytest
+from dagster import DagsterInstance
 
 from spy_assets import cli
 from spy_assets.storage import Storage, dataset
@@ -43,3 +44,7 @@ def test_a_partition_without_a_materialization_still_shows_its_file(folder, caps
     out = capsys.readouterr().out
     assert "spy/features  session 2025-11-25" in out
     assert "none recorded in this Dagster instance" in out
+    # that instance is configured by the project's dagster.yaml: crashed runs are retried
+    with DagsterInstance.from_config(str(folder / "dagster")) as instance:
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+        assert not instance.run_retries_retry_on_asset_or_op_failure

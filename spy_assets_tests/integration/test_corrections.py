@@ -15,7 +15,7 @@ from dagster import (
 
 from spy_assets import calendar, cli, config
 from spy_assets.definitions import build_definitions
-from spy_assets.defs.resources import MarketDataResource, StorageResource
+from spy_assets.defs.resources import MarketDataResource, ResearchSettings, StorageResource
 from spy_assets.defs.runs import failure_summary, materialize_sessions
 from spy_assets.provenance import dataset_code_version
 from spy_assets.storage import Storage, dataset
@@ -46,6 +46,7 @@ def test_a_corrected_raw_session_rebuilds_only_its_derived_partitions(
         **defs.resources,
         "storage": StorageResource(root=str(data_dir)),
         "market": MarketDataResource(source="synthetic"),
+        "settings": ResearchSettings(strikes_per_side=1),  # fewer contracts: a faster test
     }
     [built] = materialize_sessions(
         defs, SESSIONS, instance, resources=resources, chunk=6, log_level="WARNING"

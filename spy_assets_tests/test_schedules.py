@@ -4,12 +4,14 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
-from dagster import RunRequest, SkipReason, build_schedule_context
+from dagster import Failure, RunRequest, SkipReason, build_schedule_context
 
 from spy_assets import calendar
-from spy_assets.defs.automation import VENDOR_RETRY_POLICY
+from spy_assets.defs.automation import VENDOR_RETRY_POLICY, retry_only_transient_errors
 from spy_assets.defs.partitions import sessions_partitions
 from spy_assets.defs.schedules import after_close_schedule
+from spy_assets.errors import AuthError
+from spy_assets.sources.vendor import VendorUnavailableError
 
 ET = ZoneInfo(calendar.MARKET_TZ)
 PARTITIONS = sessions_partitions(dt.date(2025, 10, 1))
@@ -71,3 +73,22 @@ def test_vendor_steps_retry_with_exponential_backoff_and_jitter():
     assert VENDOR_RETRY_POLICY.max_retries == 2
     assert all(0 <= d <= 60 for d in first) and all(60 <= d <= 120 for d in second)
     assert len(set(first)) > 1  # jittered
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (VendorUnavailableError("GET /v2/aggs: gave up after 6 attempts"), True),
+        (AuthError("GET /v2/aggs: HTTP 401"), False),
+        (NotADirectoryError("data/parquet/vix"), False),
+        (KeyboardInterrupt(), False),
+    ],
+)
+def test_only_a_vendor_still_unavailable_uses_the_retry_policy(error, retried):
+    with pytest.raises(BaseException) as raised, retry_only_transient_errors():
+        raise error
+    if retried:
+        assert raised.value is error
+    else:
+        assert isinstance(raised.value, Failure) and not raised.value.allow_retries
+        assert raised.value.__cause__ is error

@@ -1,16 +1,16 @@
 """Automation: corrections flow downstream, and vendor steps retry.
 
-When a raw partition of any session is re-materialized (a vendor
-correction refetched, a late bar from the live path), automation rebuilds the derived partitions
-of that session, and only those.
+When a raw partition of any session is re-materialized (a vendor correction refetched, a late
+bar from the live path), automation rebuilds the derived partitions of that session, and only
+those.
 
 ``AutomationCondition.eager()`` starts with ``in_latest_time_window()``, so it would rebuild only
 today's session; :func:`rebuild_on_upstream_change` is the same idea over every partition.
 Automation never calls the vendor: the condition is set on derived datasets only.
 
 A vendor step that fails on a transient error (the vendor still unavailable after the client's
-own retries) is retried by Dagster with :data:`VENDOR_RETRY_POLICY`; a refused key or bad input
-is not (``factory`` raises those as failures that bypass the policy).
+own retries) is retried by Dagster with :data:`VENDOR_RETRY_POLICY`; any other failure is not
+(:func:`retry_only_transient_errors`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from dagster import (
 )
 
 from spy_assets.datasets import ANALYTICS
-from spy_assets.errors import SpyAssetsError
 
 SENSOR_NAME = "rebuild_derived_on_upstream_change"
 
@@ -47,18 +46,19 @@ VENDOR_RETRY_POLICY = RetryPolicy(
 def retry_only_transient_errors() -> Iterator[None]:
     """Around a vendor step's body: only a transient failure may use the step's retry policy.
 
-    Dagster retries any exception, and even an interrupt, under a retry policy. A refused key
-    retried could lock the account, bad input fails the same way again, and SIGINT/SIGTERM must
-    stop the run (``recovery``), so those become a :class:`Failure` that bypasses the policy,
-    with the project's error as its cause (what the command line prints).
+    Dagster retries any exception, and even an interrupt, under a retry policy. Only a vendor
+    still unavailable after the client's own retries is transient; a refused key retried could
+    lock the account, bad input or a bug fails the same way again, and SIGINT/SIGTERM must stop
+    the run (``recovery``). Those become a :class:`Failure` that bypasses the policy, with the
+    original error as its cause (what the command line prints).
     """
     from spy_assets.sources.vendor import VendorUnavailableError
 
     try:
         yield
-    except VendorUnavailableError:
+    except (VendorUnavailableError, Failure):
         raise
-    except SpyAssetsError as exc:
+    except Exception as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
     except (KeyboardInterrupt, DagsterExecutionInterruptedError) as exc:
         raise Failure(description="interrupted", allow_retries=False) from exc

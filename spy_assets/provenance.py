@@ -60,24 +60,30 @@ def code_version() -> str:
     return f"{_base_version()}+{_digest(_PACKAGE.rglob('*.py'))}"
 
 
-@cache
-def dataset_code_version(name: str) -> str:
-    """The code version of one derived dataset (``spy/features``): ``<package version>+<hash of
-    the source that computes it>``. It changes only when that code does, so after a change the
-    UI marks exactly the datasets it affects (and, through data versions, their downstream) as
-    stale, not the whole graph."""
+def dataset_sources(name: str) -> list[Path]:
+    """The source files that compute a derived dataset (``spy/features``), relative to the
+    package: every module that shapes derived rows, and of the analytics modules only its own."""
     kind = name.rsplit("/", 1)[-1]
     own = _ANALYTICS_MODULES.get(kind)
 
-    def shapes_it(path: Path) -> bool:
-        rel = path.relative_to(_PACKAGE).as_posix()
+    def shapes_it(rel: str) -> bool:
         if rel.startswith(_NOT_DERIVING_CODE):
             return False
         if rel.startswith("analytics/") and own is not None:
             return rel.removeprefix("analytics/") in own or rel.endswith("__init__.py")
         return True
 
-    return f"{_base_version()}+{_digest(p for p in _PACKAGE.rglob('*.py') if shapes_it(p))}"
+    paths = (p.relative_to(_PACKAGE) for p in _PACKAGE.rglob("*.py"))
+    return sorted(p for p in paths if shapes_it(p.as_posix()))
+
+
+@cache
+def dataset_code_version(name: str) -> str:
+    """The code version of one derived dataset: the package version and a hash of its
+    :func:`dataset_sources`. It changes only when that code does, so after a change the UI marks
+    exactly the datasets it affects (and, through data versions, their downstream) as stale, not
+    the whole graph."""
+    return f"{_base_version()}+{_digest(_PACKAGE / p for p in dataset_sources(name))}"
 
 
 @dataclass(frozen=True)

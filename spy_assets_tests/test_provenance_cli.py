@@ -1,13 +1,18 @@
-"""``spy-assets provenance`` on bad input: an unknown dataset, a session that was never built or
-is not a session get one line naming it and exit 2 (the built case is in
-integration/test_corrections.py, after a correction)."""
+"""Provenance: code versions per derived dataset, and ``spy-assets provenance`` on bad input (an
+unknown dataset, a session that was never built or is not a session: one line naming it, exit 2).
+The built case is in integration/test_corrections.py, after a correction."""
 
 import pandas as pd
 import pytest
-from dagster import DagsterInstance
+from dagster import DagsterInstance, DefaultSensorStatus
 
-from spy_assets import cli
+from spy_assets import cli, config
+from spy_assets.definitions import build_definitions
+from spy_assets.defs.automation import SENSOR_NAME, VENDOR_RETRY_POLICY
+from spy_assets.provenance import dataset_code_version, dataset_sources
 from spy_assets.storage import Storage, dataset
+
+DERIVED = ["spy/features", "spy/scan_events", "spy/training_data"]
 
 
 @pytest.fixture
@@ -48,3 +53,33 @@ def test_a_partition_without_a_materialization_still_shows_its_file(folder, caps
     with DagsterInstance.from_config(str(folder / "dagster")) as instance:
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
         assert not instance.run_retries_retry_on_asset_or_op_failure
+
+
+def test_each_derived_dataset_is_versioned_by_the_code_that_computes_it():
+    sources = {n: {p.as_posix() for p in dataset_sources(n)} for n in DERIVED}
+    assert "analytics/greeks.py" in sources["spy/features"]
+    assert "analytics/scanner.py" in sources["spy/scan_events"]
+    assert "analytics/scanner.py" not in sources["spy/features"] | sources["spy/training_data"]
+    assert all({"builds.py", "storage.py", "params.py"} <= s for s in sources.values())
+    assert not any(
+        p.startswith(("cli.py", "dashboard/", "defs/")) for s in sources.values() for p in s
+    )
+    versions = {n: dataset_code_version(n) for n in DERIVED}
+    assert len(set(versions.values())) == 3
+
+
+def test_derived_assets_carry_those_versions_and_the_sensor_is_on_by_default():
+    defs = build_definitions(["SPY"], settings=config.load({}))
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node, name = graph.get(key), key.to_user_string()
+        if name in DERIVED:
+            assert node.code_version == dataset_code_version(name)
+            assert node.automation_condition.get_label() == "rebuild_on_upstream_change"
+        else:  # raw: a new data version on every fetch, never rebuilt by automation
+            assert node.code_version is None and node.automation_condition is None
+    vendor_steps = {a.key.to_user_string(): a.op.retry_policy for a in defs.assets}
+    assert vendor_steps["spy/option_minute_bars"] == VENDOR_RETRY_POLICY
+    assert vendor_steps["spy/features"] is None
+    [sensor] = [s for s in defs.sensors if s.name == SENSOR_NAME]
+    assert sensor.default_status == DefaultSensorStatus.RUNNING

@@ -129,6 +129,18 @@ def test_the_purge_job_is_a_dry_run_by_default(folder, tmp_path):
             instance=instance, resources=resources, run_config=config
         )
         assert result.success
+        for bad, message in [
+            ({"datasets": ["spy/bogus"]}, "unknown dataset 'spy/bogus'"),
+            ({"session": "2025-11-06"}, "session 2025-11-06 was never built"),
+        ]:
+            result = purge_job.execute_in_process(
+                instance=instance,
+                resources=resources,
+                run_config={"ops": {"purge_old_data": {"config": bad}}},
+                raise_on_error=False,
+            )
+            [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+            assert message in failure.event_specific_data.error.message
     removed = set(before) - set(_files(folder))
     assert removed == {f"parquet/vix/minute_bars/session={CONSOLIDATED}/data.parquet"}
 

@@ -52,13 +52,15 @@ def retry_only_transient_errors() -> Iterator[None]:
     the run (``recovery``). Those become a :class:`Failure` that bypasses the policy, with the
     original error as its cause (what the command line prints).
     """
-    from spy_assets.sources.vendor import VendorUnavailableError
-
     try:
         yield
-    except (VendorUnavailableError, Failure):
+    except Failure:
         raise
     except Exception as exc:
+        from spy_assets.sources.vendor import VendorUnavailableError  # only the vendor raises it
+
+        if isinstance(exc, VendorUnavailableError):
+            raise
         raise Failure(description=str(exc), allow_retries=False) from exc
     except (KeyboardInterrupt, DagsterExecutionInterruptedError) as exc:
         raise Failure(description="interrupted", allow_retries=False) from exc

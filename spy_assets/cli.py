@@ -339,6 +339,55 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover - serve replaces the process
 
 
+def cmd_drift(args: argparse.Namespace) -> int:
+    """``drift accept <dataset>``: the last observed vendor schema becomes the baseline;
+    ``drift show [<dataset>]``: baselines, last observations and their differences."""
+    from spy_assets.quality import drift
+
+    vendor = [s.name for s in _datasets() if s.calls_vendor]
+    names = [args.dataset] if args.dataset else vendor
+    for name in names:
+        if name not in vendor:
+            raise drift.DriftError(
+                f"{name!r} is not a vendor dataset; schema drift is tracked for {', '.join(vendor)}"
+            )
+    store = drift.BaselineStore(_data_dir())
+    if args.action == "accept":
+        if not args.dataset:
+            raise drift.DriftError("drift accept needs a dataset, e.g. spy/minute_bars")
+        new, old = store.accept(args.dataset)
+        changes = drift.diff(old, new) if old is not None else []
+        print(
+            f"{args.dataset}: baseline is now the schema observed on "
+            f"{store.observed(args.dataset)['session']} ({store.baseline_path(args.dataset)})"
+        )
+        for change in changes:
+            print(f"  accepted: {change}")
+        return 0
+    for name in names:
+        baseline, observed = store.baseline(name), store.observed(name)
+        if baseline is None and observed is None:
+            if args.dataset:
+                raise drift.DriftError(f"{name}: no vendor schema observed yet")
+            print(f"{name}: nothing observed yet")
+            continue
+        changes = (
+            drift.diff(baseline, drift.Schema.from_json(observed)) if baseline and observed else []
+        )
+        state = "; ".join(str(c) for c in changes) or "matches the baseline"
+        print(
+            f"{name}: {len(baseline.fields) if baseline else 0} fields in the baseline; "
+            f"last observed {observed['session'] if observed else 'never'}: {state}"
+        )
+    return 0
+
+
+def _datasets() -> list:
+    from spy_assets.datasets import all_datasets
+
+    return all_datasets(config.load().underlyings)
+
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -428,6 +477,11 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard = sub.add_parser("dashboard", help="serve the read-only research dashboard")
     dashboard.add_argument("--port", type=_positive_int, default=8501, help="on 127.0.0.1")
     dashboard.set_defaults(func=cmd_dashboard)
+
+    drift = sub.add_parser("drift", help="vendor schema baselines: show them, accept a change")
+    drift.add_argument("action", choices=("accept", "show"))
+    drift.add_argument("dataset", nargs="?", help="a vendor dataset, e.g. spy/minute_bars")
+    drift.set_defaults(func=cmd_drift)
     return parser
 
 

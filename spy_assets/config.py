@@ -11,7 +11,7 @@ import datetime as dt
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from spy_assets.errors import ConfigError
@@ -23,6 +23,9 @@ SEED = "SPY_ASSETS_SEED"
 REQUESTS_PER_MINUTE = "SPY_ASSETS_REQUESTS_PER_MINUTE"
 FIRST_SESSION = "SPY_ASSETS_FIRST_SESSION"
 BASE_URL = "MASSIVE_BASE_URL"
+DRIFT_SEVERITY = "SPY_ASSETS_DRIFT_SEVERITY"
+FRESHNESS_DEADLINE = "SPY_ASSETS_FRESHNESS_DEADLINE"
+ALERT_URL = "SPY_ASSETS_ALERT_URL"
 RETENTION = "SPY_ASSETS_RETENTION"
 #: Where the vendor key may be, in order of preference.
 KEY_VARIABLES = ("MASSIVE_API_KEY", "POLYGON_API_KEY")
@@ -35,6 +38,10 @@ DEFAULT_REQUESTS_PER_MINUTE = 5.0
 #: The first session of history by default; the vendor plan decides how far back data exists.
 DEFAULT_FIRST_SESSION = dt.date(2023, 1, 3)
 DEFAULT_BASE_URL = "https://api.massive.com"
+DRIFT_SEVERITIES = ("warn", "error")
+DEFAULT_DRIFT_SEVERITY = "warn"
+#: Minutes after a session's close (early closes included) by which its data is due.
+DEFAULT_FRESHNESS_DEADLINE = "60"
 
 SOURCES = ("auto", "synthetic", "massive")
 #: Asset key prefixes the shared datasets own: an underlying may not take them.
@@ -56,6 +63,12 @@ class Settings:
     first_session: dt.date
     base_url: str
     key_variable: str | None
+    #: ``warn``: drift is reported; ``error``: a drifted session blocks its run's downstream.
+    drift_severity: str = DEFAULT_DRIFT_SEVERITY
+    #: ``N`` minutes after the close, or ``HH:MM`` New York time (never before the close).
+    freshness_deadline: str = DEFAULT_FRESHNESS_DEADLINE
+    #: An apprise URL for alerts; unset: JSON lines in ``<data dir>/alerts.log``.
+    alert_url: str | None = field(default=None, repr=False)  # a webhook URL may hold a token
     #: Maximum age in days per target of the purge (see :func:`_retention`); empty keeps all.
     retention: tuple[tuple[str, int], ...] = ()
 
@@ -83,6 +96,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         first_session=_date(env, FIRST_SESSION, DEFAULT_FIRST_SESSION),
         base_url=_url(env),
         key_variable=key_variable,
+        drift_severity=_choice(env, DRIFT_SEVERITY, DEFAULT_DRIFT_SEVERITY, DRIFT_SEVERITIES),
+        freshness_deadline=_deadline(env),
+        alert_url=_alert_url(env),
         retention=_retention(env),
     )
     from spy_assets.calendar import CALENDAR_START
@@ -102,6 +118,12 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
                 f"({', '.join(SYNTHETIC_UNDERLYINGS)}); set a vendor key to use other tickers"
             )
     return settings
+
+
+def vendor_key(environ: Mapping[str, str] | None = None) -> str | None:
+    """The vendor key's value, to redact it from what leaves the process (never to print)."""
+    env = os.environ if environ is None else environ
+    return next((env[n].strip() for n in KEY_VARIABLES if env.get(n, "").strip()), None)
 
 
 def _raw(env: Mapping[str, str], name: str) -> str | None:
@@ -184,6 +206,29 @@ def _url(env: Mapping[str, str]) -> str:
     if not re.match(r"^https?://[^/\s]+", value):
         raise ConfigError(f"{BASE_URL}={value!r} is not an http(s) URL")
     return value.rstrip("/")
+
+
+def _deadline(env: Mapping[str, str]) -> str:
+    value = _raw(env, FRESHNESS_DEADLINE) or DEFAULT_FRESHNESS_DEADLINE
+    if re.fullmatch(r"\d{1,4}", value) and int(value) <= 24 * 60:
+        return str(int(value))
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", value)
+    if match and int(match[1]) < 24 and int(match[2]) < 60:
+        return f"{int(match[1]):02d}:{match[2]}"
+    raise ConfigError(
+        f"{FRESHNESS_DEADLINE}={value!r}: give minutes after the close (0-1440, e.g. 60) or "
+        "a New York time (HH:MM, e.g. 17:30)"
+    )
+
+
+def _alert_url(env: Mapping[str, str]) -> str | None:
+    value = _raw(env, ALERT_URL)
+    if value is not None and not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$", value):
+        raise ConfigError(
+            f"{ALERT_URL}: not a notification URL (e.g. json://127.0.0.1:8080/alerts, "
+            "slack://..., mailto://...)"
+        )
+    return value
 
 
 def _retention(env: Mapping[str, str]) -> tuple[tuple[str, int], ...]:

@@ -1,4 +1,5 @@
-"""``spy-assets``: the project's commands (demo, backfill, report, query, sessions, ui, stream)."""
+"""``spy-assets``: the project's commands (demo, backfill, report, query, sessions, ui,
+dashboard, drift, stream, provenance, purge)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from spy_assets.errors import (
     MissingPartitionError,
     NotASessionError,
     SpyAssetsError,
+    UnknownDatasetError,
     UnknownUnderlyingError,
 )
 
@@ -230,6 +232,87 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         close = calendar.session_close(session).tz_convert(calendar.MARKET_TZ)
         early = "  early close" if calendar.is_early_close(session) else ""
         print(f"{session}  closes {close:%H:%M} ET{early}")
+    return 0
+
+
+def cmd_provenance(args: argparse.Namespace) -> int:
+    """What made one stored partition: the file's stamp and the Dagster materialization (code
+    version, data version, the upstream data versions it was built from)."""
+    from spy_assets import datasets
+    from spy_assets.provenance import PartitionProvenance, describe
+
+    names = [s.name for s in datasets.all_datasets(list(config.load().underlyings))]
+    if args.dataset not in names:
+        raise UnknownDatasetError(
+            f"unknown dataset {args.dataset!r}: the datasets are {', '.join(names)}"
+        )
+    session = calendar.parse_session(args.session)
+    spec = next(
+        s for s in datasets.all_datasets(list(config.load().underlyings)) if s.name == args.dataset
+    )
+    store = _storage()
+    if store.status(spec.dataset, session) != "ok":
+        raise MissingPartitionError(
+            f"{args.dataset} was never built for session {session} under {_data_dir()}: "
+            f"build it with spy-assets backfill --session {session}"
+        )
+    found = PartitionProvenance(
+        args.dataset,
+        str(session),
+        str(store.partition_path(spec.dataset, session)),
+        store.provenance(spec.dataset, session),
+    )
+    from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+
+    with DagsterInstance.from_config(str(_dagster_home())) as instance:
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(
+                asset_key=AssetKey(args.dataset.split("/")), asset_partitions=[str(session)]
+            ),
+            limit=1,
+        ).records
+    if records:
+        record = records[0]
+        tags = record.asset_materialization.tags or {}
+        prefix = "dagster/input_data_version/"
+        found = PartitionProvenance(
+            found.dataset,
+            found.session,
+            found.path,
+            found.file,
+            run_id=record.run_id,
+            materialized_at=dt.datetime.fromtimestamp(record.timestamp, dt.UTC).isoformat(
+                timespec="seconds"
+            ),
+            code_version=tags.get("dagster/code_version"),
+            data_version=tags.get("dagster/data_version"),
+            inputs={k.removeprefix(prefix): v for k, v in tags.items() if k.startswith(prefix)},
+        )
+    print(describe(found))
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Remove landing files and raw partitions past their configured age (a dry run unless
+    ``--apply``); never a session whose derived data was not built from it."""
+    from spy_assets import datasets, retention
+    from spy_assets.landing import LandingZone
+
+    settings = config.load()
+    specs = datasets.all_datasets(list(settings.underlyings))
+    store = _storage()
+    plan = retention.plan_purge(
+        store,
+        LandingZone.under(store.root),
+        specs,
+        retention.policy_from(settings.retention, specs),
+        dt.date.today(),
+        datasets=args.dataset or None,
+        session=calendar.parse_session(args.session) if args.session else None,
+    )
+    if args.apply:
+        retention.apply_purge(plan, store.root)
+    print(plan.to_text(dry_run=not args.apply))
     return 0
 
 
@@ -449,6 +532,21 @@ def build_parser() -> argparse.ArgumentParser:
     sessions = sub.add_parser("sessions", help="list NYSE sessions in a range")
     add_range(sessions)
     sessions.set_defaults(func=cmd_sessions)
+
+    provenance = sub.add_parser(
+        "provenance", help="what made a stored partition (code, source, params, upstream)"
+    )
+    provenance.add_argument("dataset", help="e.g. spy/features")
+    provenance.add_argument("session", help="YYYY-MM-DD")
+    provenance.set_defaults(func=cmd_provenance)
+
+    purge = sub.add_parser(
+        "purge", help="remove landing files and raw partitions past SPY_ASSETS_RETENTION"
+    )
+    purge.add_argument("--apply", action="store_true", help="delete (default: a dry run)")
+    purge.add_argument("--dataset", action="append", help="only this raw dataset (repeatable)")
+    purge.add_argument("--session", help="only this session, YYYY-MM-DD")
+    purge.set_defaults(func=cmd_purge)
 
     ui = sub.add_parser("ui", help="start the Dagster UI with these definitions")
     ui.add_argument("--host", default="127.0.0.1")

@@ -32,6 +32,7 @@ ALERT_URL = "SPY_ASSETS_ALERT_URL"
 STREAM_FEED = "SPY_ASSETS_STREAM_FEED"
 STREAM_FLUSH_S = "SPY_ASSETS_STREAM_FLUSH_S"
 STREAM_HEARTBEAT_S = "SPY_ASSETS_STREAM_HEARTBEAT_S"
+RETENTION = "SPY_ASSETS_RETENTION"
 #: Where the vendor key may be, in order of preference.
 KEY_VARIABLES = ("MASSIVE_API_KEY", "POLYGON_API_KEY")
 
@@ -58,6 +59,8 @@ SOURCES = ("auto", "synthetic", "massive")
 #: Asset key prefixes the shared datasets own: an underlying may not take them.
 RESERVED_PREFIXES = ("vix", "news")
 _TICKER = re.compile(r"^[A-Z][A-Z0-9.]{0,9}$")
+#: ``landing`` or ``raw`` (every dataset), ``landing/<dataset>`` or ``<dataset>``.
+_RETENTION_TARGET = re.compile(r"^(landing|raw|(landing/)?[a-z0-9.]+/[a-z_]+)$")
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class Settings:
     stream_heartbeat_s: float = DEFAULT_STREAM_HEARTBEAT_S
     #: redis://… or postgresql://… to share the vendor request budget across hosts.
     rate_limit_url: str | None = None
+    #: Maximum age in days per target of the purge (see :func:`_retention`); empty keeps all.
+    retention: tuple[tuple[str, int], ...] = ()
 
     @property
     def source_name(self) -> str:
@@ -115,6 +120,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         stream_flush_s=_positive(env, STREAM_FLUSH_S, DEFAULT_STREAM_FLUSH_S),
         stream_heartbeat_s=_positive(env, STREAM_HEARTBEAT_S, DEFAULT_STREAM_HEARTBEAT_S),
         rate_limit_url=_rate_limit_url(env),
+        retention=_retention(env),
     )
     from spy_assets.calendar import CALENDAR_START
 
@@ -279,3 +285,31 @@ def _rate_limit_url(env: Mapping[str, str]) -> str | None:
     raise ConfigError(
         f"{RATE_LIMIT_URL}={shown!r}: use redis://host:port/db or postgresql://user@host:port/db"
     )
+
+
+def _retention(env: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
+    """``landing=7,raw=730,spy/option_minute_bars=365,landing/spy/minute_bars=3``: the maximum
+    age in days (session date to today) of landing files and raw partitions, for every dataset
+    (``landing``, ``raw``) or one (``landing/<dataset>``, ``<dataset>``; the most specific
+    wins). Unset keeps everything."""
+    value = _raw(env, RETENTION)
+    if value is None:
+        return ()
+    rules: dict[str, int] = {}
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        target, sep, days_text = (x.strip() for x in part.partition("="))
+        target = target.lower()
+        if not sep or not _RETENTION_TARGET.match(target):
+            raise ConfigError(
+                f"{RETENTION}: {part!r} is not <target>=<days> with a target of landing, raw, "
+                "landing/<dataset> or <dataset> (e.g. landing=7,spy/option_minute_bars=365)"
+            )
+        days_text = days_text.lower().removesuffix("d")
+        if not days_text.isdigit() or int(days_text) < 1:
+            raise ConfigError(f"{RETENTION}: {part!r}: the age must be a whole number of days ≥ 1")
+        if target in rules:
+            raise ConfigError(f"{RETENTION} sets {target} more than once")
+        rules[target] = int(days_text)
+    return tuple(sorted(rules.items()))

@@ -27,10 +27,15 @@ from pydantic import Field
 from spy_assets import calendar, schemas
 from spy_assets.builds import BuildRequest, Built
 from spy_assets.datasets import DatasetSpec
+from spy_assets.defs.automation import (
+    VENDOR_RETRY_POLICY,
+    rebuild_on_upstream_change,
+    retry_only_transient_errors,
+)
 from spy_assets.defs.resources import MarketDataResource, ResearchSettings, StorageResource
 from spy_assets.errors import CorruptPartitionError, MissingPartitionError
 from spy_assets.live.fold import LiveRun
-from spy_assets.provenance import code_version
+from spy_assets.provenance import code_version, dataset_code_version
 from spy_assets.sources.base import RequestStats
 from spy_assets.storage import Storage, WriteResult
 
@@ -63,6 +68,12 @@ def dataset_asset(spec: DatasetSpec, partitions: DailyPartitionsDefinition) -> A
         group_name=spec.group,
         kinds={"parquet"},
         description=f"{spec.description} Grain: {spec.grain}.",
+        # Raw partitions have no code version, so each re-fetch gets a new data version and
+        # marks the derived partitions built from it stale; derived ones are rebuilt by
+        # automation when an upstream partition changes, and show stale when their code does.
+        code_version=None if spec.calls_vendor else dataset_code_version(spec.name),
+        automation_condition=None if spec.calls_vendor else rebuild_on_upstream_change(),
+        retry_policy=VENDOR_RETRY_POLICY if spec.calls_vendor else None,
     )
     if spec.calls_vendor:
 
@@ -73,7 +84,8 @@ def dataset_asset(spec: DatasetSpec, partitions: DailyPartitionsDefinition) -> A
             market: MarketDataResource,
             settings: ResearchSettings,
         ) -> MaterializeResult:
-            return _materialize(context, spec, storage, settings, market, config.refetch)
+            with retry_only_transient_errors():
+                return _materialize(context, spec, storage, settings, market, config.refetch)
 
         ingest.__name__ = spec.dataset.view_name
         return decorate(ingest)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dagster import Definitions
 
 from spy_assets import config, datasets
-from spy_assets.defs import analytics, raw, resources, schedules
+from spy_assets.defs import analytics, automation, live, quality, raw, resources, schedules
 from spy_assets.defs.partitions import sessions_partitions
 
 
@@ -22,8 +22,11 @@ def build_definitions(
     return Definitions.merge(
         raw.definitions(specs, partitions),
         analytics.definitions(specs, partitions),
-        schedules.definitions(),
+        schedules.definitions(partitions),
+        automation.definitions(),
+        live.definitions(specs, settings.first_session),
         resources.definitions(settings),
+        quality.definitions(specs, partitions, settings),
     )
 
 

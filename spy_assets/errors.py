@@ -54,3 +54,7 @@ class CatalogBusyError(SpyAssetsError):
 
 class ObjectStoreError(SpyAssetsError):
     """The object store behind an ``s3://`` data root cannot be reached or refuses a request."""
+
+
+class UnknownDatasetError(SpyAssetsError, ValueError):
+    """A dataset name that is not in the table of datasets, or not one a command works on."""

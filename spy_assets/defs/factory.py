@@ -27,9 +27,15 @@ from pydantic import Field
 from spy_assets import calendar, schemas
 from spy_assets.builds import BuildRequest, Built
 from spy_assets.datasets import DatasetSpec
+from spy_assets.defs.automation import (
+    VENDOR_RETRY_POLICY,
+    rebuild_on_upstream_change,
+    retry_only_transient_errors,
+)
 from spy_assets.defs.resources import MarketDataResource, ResearchSettings, StorageResource
 from spy_assets.errors import CorruptPartitionError, MissingPartitionError
-from spy_assets.provenance import code_version
+from spy_assets.live.fold import LiveRun
+from spy_assets.provenance import code_version, dataset_code_version
 from spy_assets.sources.base import RequestStats
 from spy_assets.storage import Storage, WriteResult
 
@@ -62,6 +68,12 @@ def dataset_asset(spec: DatasetSpec, partitions: DailyPartitionsDefinition) -> A
         group_name=spec.group,
         kinds={"parquet"},
         description=f"{spec.description} Grain: {spec.grain}.",
+        # Raw partitions have no code version, so each re-fetch gets a new data version and
+        # marks the derived partitions built from it stale; derived ones are rebuilt by
+        # automation when an upstream partition changes, and show stale when their code does.
+        code_version=None if spec.calls_vendor else dataset_code_version(spec.name),
+        automation_condition=None if spec.calls_vendor else rebuild_on_upstream_change(),
+        retry_policy=VENDOR_RETRY_POLICY if spec.calls_vendor else None,
     )
     if spec.calls_vendor:
 
@@ -72,7 +84,8 @@ def dataset_asset(spec: DatasetSpec, partitions: DailyPartitionsDefinition) -> A
             market: MarketDataResource,
             settings: ResearchSettings,
         ) -> MaterializeResult:
-            return _materialize(context, spec, storage, settings, market, config.refetch)
+            with retry_only_transient_errors():
+                return _materialize(context, spec, storage, settings, market, config.refetch)
 
         ingest.__name__ = spec.dataset.view_name
         return decorate(ingest)
@@ -105,7 +118,8 @@ def _materialize(
         refetch=refetch,
         warn=context.log.warning,
     )
-    built = spec.build(request)
+    live = LiveRun.from_tags(context.run.tags)
+    built = live.build(spec, request) if live else spec.build(request)
     result = _store(context, store, spec, built, started, source.stats if source else None)
     if built.error is not None:
         raise built.error
@@ -123,8 +137,8 @@ def _store(
     """Write each session's frame, with provenance from the values the build used, and
     describe the run in one set of metadata."""
     ds = spec.dataset
-    provenance = {"code_version": code_version(), "source": built.source, "params": built.params}
-    written: dict[str, WriteResult] = {}
+    provenance = built.provenance()
+    written: dict[str, WriteResult] = {str(s): w for s, w in built.written.items()}
     for session, frame in sorted(built.frames.items()):
         written[str(session)] = store.write(ds, session, frame, provenance)
     if written:

@@ -440,6 +440,11 @@ class Storage:
             raise ValueError(f"{self.url} is an object store: use Storage.location()")
         return Path(self.location(ds, session))
 
+    def register_filesystem(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Let a DuckDB connection read this root's ``s3://`` paths (the catalog's views, for
+        one), through the same client; nothing to do for a local folder."""
+        self._files.register(con)
+
     @property
     def catalog_path(self) -> Path:
         return self.state_dir / "catalog.duckdb"

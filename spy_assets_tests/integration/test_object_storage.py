@@ -207,7 +207,7 @@ def test_backfill_crash_and_rerun_on_s3_give_the_local_bytes_and_answer_queries(
         with pytest.raises(QueryRefusedError, match="disabled by configuration"):
             store.query(f"SELECT * FROM read_csv('{outside}')")
     with duckdb.connect(str(state / "catalog.duckdb"), read_only=True) as con:
-        con.register_filesystem(store._files.fs)
+        store.register_filesystem(con)
         count = con.execute("SELECT count(*) FROM spy_features").fetchone()[0]
     assert count == store.query("SELECT count(*) AS n FROM spy_features")["n"].iloc[0] > 0
 

@@ -85,9 +85,12 @@ def _check_underlying(underlying: str) -> str:
 
 
 def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = None) -> int:
-    """Materialize every asset and check for a range of sessions, a chunk per run."""
+    """Materialize every asset and check for a range of sessions, a chunk per run, through the
+    instance in DAGSTER_HOME: its backfills show on the UI's Backfills page, and its daemon, run
+    queue, run launcher and the configured executor run them."""
     sessions = list(sessions) if sessions is not None else _session_range(args)
     os.environ.setdefault("DAGSTER_HOME", str(_dagster_home()))
+    home = Path(os.environ["DAGSTER_HOME"])
     from spy_assets.defs.recovery import reclaim_on_start
 
     if reclaimed := reclaim_on_start(_data_dir()):
@@ -95,40 +98,58 @@ def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = 
     from dagster import DagsterInstance
 
     from spy_assets.definitions import build_definitions
-    from spy_assets.defs.runs import failure_summary, materialize_sessions
+    from spy_assets.defs.runs import InstanceBackfill, RunOutcome
 
     print(
         f"Materializing {len(sessions)} session(s) {sessions[0]} … {sessions[-1]} "
-        f"into {_data_dir()} (Dagster instance: {os.environ['DAGSTER_HOME']})",
+        f"into {_data_dir()} (Dagster instance: {home})",
         flush=True,
     )
+    asset_keys = [spec.key.path for spec in build_definitions().resolve_all_asset_specs()]
 
-    stopped: list[str] = []
-
-    def progress(first: dt.date, last: dt.date, result: object) -> None:
-        state = "ok" if result.success else "FAILED"
-        print(f"  run {result.run_id[:8]} {first} … {last}: {state}", flush=True)
-        if not result.success:
-            stopped.append(f"{first} … {last}" if first != last else str(first))
+    def report(outcome: RunOutcome, progress: str) -> None:
+        state = "ok" if outcome.success else "FAILED"
+        if outcome.only_gated:
+            held = ", ".join(str(s) for s in outcome.gated)
+            state = f"held back by its schema check: {held}; the other sessions go on"
+        print(f"  run {outcome.run_id[:8]} {outcome.span}: {state}  [{progress}]", flush=True)
 
     with DagsterInstance.get() as instance:
-        results = materialize_sessions(
-            build_definitions(),
-            sessions,
+        backfill = InstanceBackfill(
             instance,
+            sessions,
+            asset_keys,
+            workspace=_workspace_args(),
             chunk=args.chunk,
             log_level=args.log_level,
-            on_chunk=progress,
+            log_path=home / "spy_assets_logs" / "daemon.log",
         )
-    failed = [r for r in results if not r.success]
-    if failed:
-        print(f"\nThe run of sessions {stopped[0]} stopped:", file=sys.stderr)
-        for line in failure_summary(failed[0]):
+        result = backfill.run(on_run=report)
+    if result.stopped is not None:
+        print(f"\nThe run of sessions {result.stopped.span} stopped:", file=sys.stderr)
+        for line in result.stopped.lines:
             print(f"  - {line}", file=sys.stderr)
+        return 1
+    if result.gated:
+        print(
+            f"\n{len(result.gated)} session(s) failed their schema check and were not built "
+            f"downstream: {', '.join(str(s) for s in result.gated)} (the other sessions were; "
+            "see the check's metadata in the UI)",
+            file=sys.stderr,
+        )
         return 1
     print()
     print(summary_table(_data_dir()))
     return 0
+
+
+def _workspace_args() -> list[str]:
+    """The code location, as the UI loads it (workspace.yaml), so that the UI can show and
+    re-execute the runs; the module itself when the project's workspace file is not found."""
+    from spy_assets.defs.recovery import project_file
+
+    workspace = project_file("workspace.yaml")
+    return ["-w", str(workspace)] if workspace else ["-m", "spy_assets.definitions"]
 
 
 def summary_table(data_dir: Path) -> str:

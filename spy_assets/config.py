@@ -23,6 +23,9 @@ SEED = "SPY_ASSETS_SEED"
 REQUESTS_PER_MINUTE = "SPY_ASSETS_REQUESTS_PER_MINUTE"
 FIRST_SESSION = "SPY_ASSETS_FIRST_SESSION"
 BASE_URL = "MASSIVE_BASE_URL"
+EXECUTOR = "SPY_ASSETS_EXECUTOR"
+CELERY_BROKER = "SPY_ASSETS_CELERY_BROKER"
+CELERY_BACKEND = "SPY_ASSETS_CELERY_BACKEND"
 #: Where the vendor key may be, in order of preference.
 KEY_VARIABLES = ("MASSIVE_API_KEY", "POLYGON_API_KEY")
 
@@ -36,6 +39,10 @@ DEFAULT_FIRST_SESSION = dt.date(2023, 1, 3)
 DEFAULT_BASE_URL = "https://api.massive.com"
 
 SOURCES = ("auto", "synthetic", "massive")
+#: How a run executes its steps: in the run's process, a process per step, Celery workers or
+#: Kubernetes jobs (the last two need the ``celery`` / ``k8s`` extra).
+EXECUTORS = ("in_process", "multiprocess", "celery", "k8s")
+DEFAULT_EXECUTOR = "in_process"
 #: Asset key prefixes the shared datasets own: an underlying may not take them.
 RESERVED_PREFIXES = ("vix", "news")
 _TICKER = re.compile(r"^[A-Z][A-Z0-9.]{0,9}$")
@@ -53,6 +60,10 @@ class Settings:
     first_session: dt.date
     base_url: str
     key_variable: str | None
+    executor: str = DEFAULT_EXECUTOR
+    #: Celery's broker and result backend URLs; None keeps dagster-celery's defaults.
+    celery_broker: str | None = None
+    celery_backend: str | None = None
 
     @property
     def source_name(self) -> str:
@@ -78,6 +89,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         first_session=_date(env, FIRST_SESSION, DEFAULT_FIRST_SESSION),
         base_url=_url(env),
         key_variable=key_variable,
+        executor=_choice(env, EXECUTOR, DEFAULT_EXECUTOR, EXECUTORS),
+        celery_broker=_broker_url(env, CELERY_BROKER),
+        celery_backend=_broker_url(env, CELERY_BACKEND),
     )
     from spy_assets.calendar import CALENDAR_START
 
@@ -178,3 +192,10 @@ def _url(env: Mapping[str, str]) -> str:
     if not re.match(r"^https?://[^/\s]+", value):
         raise ConfigError(f"{BASE_URL}={value!r} is not an http(s) URL")
     return value.rstrip("/")
+
+
+def _broker_url(env: Mapping[str, str], name: str) -> str | None:
+    value = _raw(env, name)
+    if value is not None and not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value):
+        raise ConfigError(f"{name}={value!r} is not a URL (e.g. redis://127.0.0.1:6379/0)")
+    return value

@@ -8,6 +8,7 @@ from dagster import Definitions
 
 from spy_assets import config, datasets
 from spy_assets.defs import analytics, raw, resources, schedules
+from spy_assets.defs.executors import executor_for
 from spy_assets.defs.partitions import sessions_partitions
 
 
@@ -24,6 +25,8 @@ def build_definitions(
         analytics.definitions(specs, partitions),
         schedules.definitions(),
         resources.definitions(settings),
+        # SPY_ASSETS_EXECUTOR: how every run executes its steps (in process by default)
+        Definitions(executor=executor_for(settings)),
     )
 
 

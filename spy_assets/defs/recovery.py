@@ -141,6 +141,7 @@ def _not_finished_statuses() -> list[object]:
     from dagster import DagsterRunStatus
 
     return [
+        DagsterRunStatus.QUEUED,
         DagsterRunStatus.NOT_STARTED,
         DagsterRunStatus.STARTING,
         DagsterRunStatus.STARTED,
@@ -231,6 +232,39 @@ def free_run_slots(instance: DagsterInstance, run_id: str) -> bool:
     return True
 
 
+#: Backfill statuses after which the daemon does nothing more with a backfill.
+_BACKFILL_DONE = ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED")
+
+
+def cancel_backfills(instance: DagsterInstance, backfill_ids: Sequence[str]) -> list[str]:
+    """Close the backfills that are still open, so that no daemon requests more runs for them
+    (their unfinished runs are the caller's to stop). Returns the ids it closed."""
+    closed = []
+    for backfill_id in backfill_ids:
+        backfill = instance.get_backfill(backfill_id)
+        if backfill is None or backfill.status.value in _BACKFILL_DONE:
+            continue
+        # the status enum comes from the backfill itself: no import of Dagster's internals
+        canceled = backfill.with_status(type(backfill.status)("CANCELED"))
+        instance.update_backfill(canceled.with_end_timestamp(time.time()))
+        closed.append(backfill_id)
+    return closed
+
+
+def reclaim_abandoned_backfills(instance: DagsterInstance) -> list[str]:
+    """Close the open backfills of ``spy-assets backfill`` commands whose process on this host
+    is gone (their runs are reclaimed by :func:`reclaim_abandoned_runs`)."""
+    host = socket.gethostname()
+    abandoned = [
+        backfill.backfill_id
+        for backfill in instance.get_backfills(limit=200)
+        if backfill.status.value not in _BACKFILL_DONE
+        and backfill.tags.get(OWNER_HOST_TAG) == host
+        and owner_is_gone(backfill.tags)
+    ]
+    return cancel_backfills(instance, abandoned)
+
+
 def reclaim_on_start(data_dir: Path) -> str | None:
     """What ``spy-assets backfill`` does before it starts: reclaim the runs of dead processes
     on the instance in ``DAGSTER_HOME`` and sweep the temporary files of dead writers under
@@ -239,6 +273,7 @@ def reclaim_on_start(data_dir: Path) -> str | None:
 
     with DagsterInstance.get() as instance:
         reclaimed = reclaim_abandoned_runs(instance)
+        closed = reclaim_abandoned_backfills(instance)
     swept = sweep_temp_files(data_dir)
     parts = []
     if reclaimed:
@@ -247,6 +282,8 @@ def reclaim_on_start(data_dir: Path) -> str | None:
             + ", ".join(run_id[:8] for run_id in reclaimed)
             + " (marked failed, pool slots freed)"
         )
+    if closed:
+        parts.append(f"canceled {len(closed)} backfill(s) left open by processes that died")
     if swept:
         parts.append(f"removed {len(swept)} temporary file(s) of writers that died")
     return "; ".join(parts) or None
@@ -453,6 +490,85 @@ def stop_interrupted_run(
     return Interrupted(
         signum, f"run {run.run_id[:8]} ({span}) ended {run.status.value}, holding no pool slot"
     )
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+# ------------------------------------------------------------------------------- daemon
+#: Seconds the daemon gets to stop by itself before it and its children are killed.
+DAEMON_STOP_SECONDS = 5.0
+
+
+def _daemon_command() -> list[str]:
+    script = Path(sys.executable).with_name("dagster-daemon")
+    return [str(script)] if script.exists() else ["dagster-daemon"]
+
+
+@contextlib.contextmanager
+def daemon(
+    workspace: Sequence[str], log_path: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``dagster-daemon run`` on the instance of ``DAGSTER_HOME`` for the life of a command:
+    its backfill daemon requests the runs, its run queue hands them to the run launcher.
+
+    It stays in this process's group, so that whatever kills the command's group (``kill -9`` of
+    a shell job) kills the daemon, its code server and the run it executes too; the next
+    command then reclaims that run. Its output goes to ``log_path``."""
+    log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        proc = subprocess.Popen(
+            [*_daemon_command(), "run", *workspace],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        if log_path is not None:
+            log.close()
+    try:
+        yield proc
+    finally:
+        stop_daemon(proc)
+
+
+def daemon_alive(proc: subprocess.Popen[bytes]) -> bool:
+    return proc.poll() is None
+
+
+def stop_daemon(proc: subprocess.Popen[bytes], graceful: bool = True) -> None:
+    """Stop the daemon (SIGTERM, then SIGKILL after :data:`DAEMON_STOP_SECONDS`), and kill
+    what it leaves behind: its code server and any run worker. Not ``graceful``: kill at once."""
+    children = descendants(proc.pid)
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
+        try:
+            proc.wait(timeout=DAEMON_STOP_SECONDS if graceful else 5.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for pid in children | descendants(proc.pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def descendants(pid: int) -> set[int]:
+    """The PIDs of every live process below ``pid`` (Linux ``/proc``; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        fields = _read_stat(int(stat.parent.name))
+        if fields and len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 # ------------------------------------------------------------------------ instance home

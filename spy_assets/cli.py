@@ -112,7 +112,8 @@ def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = 
         if outcome.only_gated:
             held = ", ".join(str(s) for s in outcome.gated)
             state = f"held back by its schema check: {held}; the other sessions go on"
-        print(f"  run {outcome.run_id[:8]} {outcome.span}: {state}  [{progress}]", flush=True)
+        first, last = outcome.sessions[0], outcome.sessions[-1]
+        print(f"  run {outcome.run_id[:8]} {first} … {last}: {state}  [{progress}]", flush=True)
 
     with DagsterInstance.get() as instance:
         backfill = InstanceBackfill(

@@ -253,15 +253,24 @@ def cancel_backfills(instance: DagsterInstance, backfill_ids: Sequence[str]) -> 
 
 def reclaim_abandoned_backfills(instance: DagsterInstance) -> list[str]:
     """Close the open backfills of ``spy-assets backfill`` commands whose process on this host
-    is gone (their runs are reclaimed by :func:`reclaim_abandoned_runs`)."""
+    died before their runs ended (the runs are reclaimed by :func:`reclaim_abandoned_runs`).
+    A backfill whose runs all ended is left to the daemon, which marks it completed."""
+    from dagster import RunsFilter
+
     host = socket.gethostname()
-    abandoned = [
-        backfill.backfill_id
-        for backfill in instance.get_backfills(limit=200)
-        if backfill.status.value not in _BACKFILL_DONE
-        and backfill.tags.get(OWNER_HOST_TAG) == host
-        and owner_is_gone(backfill.tags)
-    ]
+    abandoned = []
+    for backfill in instance.get_backfills(limit=200):
+        if (
+            backfill.status.value in _BACKFILL_DONE
+            or backfill.tags.get(OWNER_HOST_TAG) != host
+            or not owner_is_gone(backfill.tags)
+        ):
+            continue
+        runs = instance.get_runs(
+            filters=RunsFilter(tags={"dagster/backfill": backfill.backfill_id})
+        )
+        if not runs or any(not run.is_finished for run in runs):
+            abandoned.append(backfill.backfill_id)
     return cancel_backfills(instance, abandoned)
 
 
@@ -272,8 +281,9 @@ def reclaim_on_start(data_dir: Path) -> str | None:
     from dagster import DagsterInstance
 
     with DagsterInstance.get() as instance:
-        reclaimed = reclaim_abandoned_runs(instance)
+        # first: a backfill counts as abandoned while its dead process's runs are unfinished
         closed = reclaim_abandoned_backfills(instance)
+        reclaimed = reclaim_abandoned_runs(instance)
     swept = sweep_temp_files(data_dir)
     parts = []
     if reclaimed:

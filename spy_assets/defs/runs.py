@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -149,9 +149,10 @@ BACKFILL_DONE = frozenset(
 RUN_DONE = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 #: Seconds between two looks at the instance while runs execute.
 POLL_SECONDS = 0.5
-#: Seconds to wait, after the last run, for the daemon to close the backfills (it looks at them
-#: every 30 s); a backfill still open then is closed by the next daemon (the UI's or a command's).
-SETTLE_SECONDS = 35.0
+#: Seconds to wait, after the last run, for the daemon to mark the backfills completed (it looks
+#: at them every 30 s). None by default: a backfill whose runs have all ended is marked by the
+#: next daemon that runs (the UI's, or the next command's), so a command does not wait for it.
+SETTLE_SECONDS = 0.0
 
 _LAUNCH = """
 mutation Launch({params}) {{
@@ -271,8 +272,6 @@ def launch_backfills(
     process by ``dagster-graphql`` against ``workspace`` (its location arguments). The backfill
     daemon then requests the runs: the assets' single-run policy makes each range one run.
     Returns the backfill ids, in the order of ``ranges``."""
-    from dagster_graphql.cli import ui as graphql_command
-
     variables: dict[str, object] = {}
     for i, (part, part_tags) in enumerate(zip(ranges, tags, strict=True)):
         params: dict[str, object] = {
@@ -293,15 +292,23 @@ def launch_backfills(
     with tempfile.TemporaryDirectory(prefix="spy-assets-launch-") as folder:
         output = Path(folder) / "result.json"
         argv = [*workspace, "-t", document, "-v", json.dumps(variables), "--output", str(output)]
-        # The code server it starts writes its own log lines to stderr: into the log file.
-        with _stderr_to(log_path):
-            try:
-                graphql_command.main(args=argv, standalone_mode=False)
-            except Exception as exc:  # the workspace failed to load: its first line says why
-                raise BackfillLaunchError(
-                    f"could not create the backfill: {_first_line(exc)}"
-                ) from None
+        log = Path(folder) / "graphql.log"
+        with open(log, "wb") as sink:
+            # Dagster's code server logs its start and stop: into the log, not the terminal
+            done = subprocess.run(
+                [*_console_script("dagster-graphql"), *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        text = log.read_text(errors="replace")
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "a") as kept:
+                kept.write(text)
         result = json.loads(output.read_text()) if output.exists() else {}
+    if done.returncode != 0 and not result:
+        raise BackfillLaunchError(f"could not create the backfill: {_last_error(text)}")
     if result.get("errors"):
         raise BackfillLaunchError(
             f"could not create the backfill: {_first_line(result['errors'][0].get('message'))}"
@@ -321,28 +328,16 @@ def _first_line(value: object) -> str:
     return lines[0] if lines else type(value).__name__
 
 
-@contextlib.contextmanager
-def _stderr_to(path: Path | None) -> Iterator[None]:
-    """Point this process's and its children's stdout and stderr (file descriptors 1 and 2) at
-    ``path``: Dagster's code server logs its start and stop there."""
-    if path is None:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    with open(path, "ab") as log:
-        for fd in saved:
-            os.dup2(log.fileno(), fd)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for fd, copy in saved.items():
-            os.dup2(copy, fd)
-            os.close(copy)
+def _console_script(name: str) -> list[str]:
+    script = Path(sys.executable).with_name(name)
+    return [str(script)] if script.exists() else [name]
+
+
+def _last_error(log: str) -> str:
+    """The line of a failed command's output that names its error."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]*(Error|Exception)\b", line)]
+    return (errors or lines or ["no output"])[-1]
 
 
 def describe_run(instance: DagsterInstance, run: DagsterRun) -> RunOutcome:
@@ -443,6 +438,7 @@ class InstanceBackfill:
         self.progress = Progress(total=len(self.sessions))
         self._ranges: dict[str, list[dt.date]] = {}
         self._reported: set[str] = set()
+        self._failed_backfills: set[str] = set()
 
     def tags(self, part: Sequence[dt.date], priority: int) -> dict[str, str]:
         return {
@@ -497,7 +493,7 @@ class InstanceBackfill:
                 raise recovery.Interrupted(recovery.interrupt_requested() or 2)
             unfinished = [r for r in runs if r.status.value not in RUN_DONE]
             with_runs = {r.tags.get(BACKFILL_TAG) for r in runs}
-            waiting = [b for b in self._ranges if b not in with_runs]
+            waiting = [b for b in self._ranges if b not in with_runs and not self._closed(b)]
             if self.report.stopped is not None and waiting:
                 recovery.cancel_backfills(self.instance, waiting)
                 waiting = []
@@ -513,6 +509,23 @@ class InstanceBackfill:
                     f"{self.log_path or 'its output'}"
                 )
             time.sleep(POLL_SECONDS)
+
+    def _closed(self, backfill_id: str) -> bool:
+        """True when the daemon closed the backfill without a run: an error of the backfill
+        itself (it stops the command) or nothing to do."""
+        backfill = self.instance.get_backfill(backfill_id)
+        if backfill is None or backfill.status.value not in BACKFILL_DONE:
+            return False
+        if backfill.status.value == "CANCELED" or backfill_id in self._failed_backfills:
+            return True
+        self._failed_backfills.add(backfill_id)
+        if backfill.status.value in ("FAILED", "COMPLETED_FAILED") and self.report.stopped is None:
+            error = getattr(backfill, "error", None)
+            reason = root_cause(error) if error is not None else f"backfill {backfill_id} failed"
+            sessions = tuple(self._ranges[backfill_id])
+            self.report.stopped = RunOutcome("", sessions, "FAILURE", (reason,))
+            self._cancel_queued()
+        return True
 
     def _backfills_done(self) -> bool:
         for backfill_id in self._ranges:

@@ -91,41 +91,49 @@ def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = 
     sessions = list(sessions) if sessions is not None else _session_range(args)
     os.environ.setdefault("DAGSTER_HOME", str(_dagster_home()))
     home = Path(os.environ["DAGSTER_HOME"])
-    from spy_assets.defs.recovery import reclaim_on_start
+    logs = home / "spy_assets_logs"
+    from spy_assets.defs.recovery import CodeServer, reclaim_on_start
 
-    if reclaimed := reclaim_on_start(_data_dir()):
-        print(reclaimed, flush=True)
-    from dagster import DagsterInstance
+    # Loading the definitions takes the longest: the code server starts first, in parallel.
+    server = CodeServer("spy_assets.definitions", log_path=logs / "code_server.log")
+    try:
+        if reclaimed := reclaim_on_start(_data_dir()):
+            print(reclaimed, flush=True)
+        from dagster import DagsterInstance
 
-    from spy_assets.definitions import build_definitions
-    from spy_assets.defs.runs import InstanceBackfill, RunOutcome
+        from spy_assets.definitions import build_definitions
+        from spy_assets.defs.runs import InstanceBackfill, RunOutcome
 
-    print(
-        f"Materializing {len(sessions)} session(s) {sessions[0]} … {sessions[-1]} "
-        f"into {_data_dir()} (Dagster instance: {home})",
-        flush=True,
-    )
-    asset_keys = [spec.key.path for spec in build_definitions().resolve_all_asset_specs()]
-
-    def report(outcome: RunOutcome, progress: str) -> None:
-        state = "ok" if outcome.success else "FAILED"
-        if outcome.only_gated:
-            held = ", ".join(str(s) for s in outcome.gated)
-            state = f"held back by its schema check: {held}; the other sessions go on"
-        first, last = outcome.sessions[0], outcome.sessions[-1]
-        print(f"  run {outcome.run_id[:8]} {first} … {last}: {state}  [{progress}]", flush=True)
-
-    with DagsterInstance.get() as instance:
-        backfill = InstanceBackfill(
-            instance,
-            sessions,
-            asset_keys,
-            workspace=_workspace_args(),
-            chunk=args.chunk,
-            log_level=args.log_level,
-            log_path=home / "spy_assets_logs" / "daemon.log",
+        print(
+            f"Materializing {len(sessions)} session(s) {sessions[0]} … {sessions[-1]} "
+            f"into {_data_dir()} (Dagster instance: {home})",
+            flush=True,
         )
-        result = backfill.run(on_run=report)
+        asset_keys = [spec.key.path for spec in build_definitions().resolve_all_asset_specs()]
+
+        def report(outcome: RunOutcome, progress: str) -> None:
+            state = "ok" if outcome.success else "FAILED"
+            if outcome.only_gated:
+                held = ", ".join(str(s) for s in outcome.gated)
+                state = f"held back by its schema check: {held}; the other sessions go on"
+            first, last = outcome.sessions[0], outcome.sessions[-1]
+            print(f"  run {outcome.run_id[:8]} {first} … {last}: {state}  [{progress}]", flush=True)
+
+        server.wait_ready()
+        with DagsterInstance.get() as instance:
+            backfill = InstanceBackfill(
+                instance,
+                sessions,
+                asset_keys,
+                workspace=server.workspace(logs),
+                chunk=args.chunk,
+                log_level=args.log_level,
+                log_path=logs / "daemon.log",
+                code_server=server,
+            )
+            result = backfill.run(on_run=report)
+    finally:
+        server.stop()
     if result.stopped is not None:
         print(f"\nThe run of sessions {result.stopped.span} stopped:", file=sys.stderr)
         for line in result.stopped.lines:
@@ -142,15 +150,6 @@ def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = 
     print()
     print(summary_table(_data_dir()))
     return 0
-
-
-def _workspace_args() -> list[str]:
-    """The code location, as the UI loads it (workspace.yaml), so that the UI can show and
-    re-execute the runs; the module itself when the project's workspace file is not found."""
-    from spy_assets.defs.recovery import project_file
-
-    workspace = project_file("workspace.yaml")
-    return ["-w", str(workspace)] if workspace else ["-m", "spy_assets.definitions"]
 
 
 def summary_table(data_dir: Path) -> str:

@@ -511,9 +511,83 @@ def signal_name(signum: int) -> str:
 DAEMON_STOP_SECONDS = 5.0
 
 
-def _daemon_command() -> list[str]:
-    script = Path(sys.executable).with_name("dagster-daemon")
-    return [str(script)] if script.exists() else ["dagster-daemon"]
+def console_script(name: str) -> list[str]:
+    script = Path(sys.executable).with_name(name)
+    return [str(script)] if script.exists() else [name]
+
+
+def _open_log(log_path: Path | None) -> object:
+    if log_path is None:
+        return subprocess.DEVNULL
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    return open(log_path, "ab")  # noqa: SIM115 - handed to a child, closed right after
+
+
+#: The name of the code location, as in the project's workspace.yaml and the UI.
+LOCATION_NAME = "spy_assets"
+#: Seconds the code server gets to load the definitions before the command gives up.
+CODE_SERVER_START_SECONDS = 300.0
+
+
+class CodeServer:
+    """A Dagster code server (``dagster api grpc``) for the definitions, on a free port of
+    127.0.0.1, shared by everything a command starts: ``dagster-graphql``, the daemon and,
+    through the default run launcher, the runs (the definitions load once per command).
+
+    It stays in this process's group (see :func:`daemon`). :meth:`workspace` writes the
+    workspace file that points at it, under the location name the UI uses."""
+
+    def __init__(self, module: str, log_path: Path | None = None) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.log_path = log_path
+        log = _open_log(log_path)
+        try:
+            self.proc = subprocess.Popen(
+                [*console_script("dagster"), "api", "grpc", "-h", "127.0.0.1"]
+                + ["-p", str(self.port), "--location-name", LOCATION_NAME, "-m", module]
+                + ["--log-level", "warning"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        finally:
+            if log is not subprocess.DEVNULL:
+                log.close()
+
+    def wait_ready(self, timeout: float = CODE_SERVER_START_SECONDS) -> None:
+        """Until the server accepts connections: it listens once the definitions are loaded."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                from spy_assets.errors import SpyAssetsError
+
+                where = f"; see {self.log_path}" if self.log_path else ""
+                raise SpyAssetsError(
+                    f"the Dagster code server could not load the definitions{where}"
+                )
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=1),
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the code server did not start within {timeout:.0f} s")
+            time.sleep(0.2)
+
+    def workspace(self, folder: Path) -> list[str]:
+        """The ``-w <file>`` arguments of a workspace that loads from this server."""
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"workspace.{os.getpid()}.yaml"
+        path.write_text(
+            "load_from:\n  - grpc_server:\n      host: 127.0.0.1\n"
+            f"      port: {self.port}\n      location_name: {LOCATION_NAME}\n"
+        )
+        return ["-w", str(path)]
+
+    def stop(self, graceful: bool = True) -> None:
+        stop_process_tree(self.proc, graceful)
 
 
 @contextlib.contextmanager
@@ -524,32 +598,32 @@ def daemon(
     its backfill daemon requests the runs, its run queue hands them to the run launcher.
 
     It stays in this process's group, so that whatever kills the command's group (``kill -9`` of
-    a shell job) kills the daemon, its code server and the run it executes too; the next
+    a shell job) kills the daemon, the code server and the run they execute too; the next
     command then reclaims that run. Its output goes to ``log_path``."""
-    log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
+    log = _open_log(log_path)
     try:
         proc = subprocess.Popen(
-            [*_daemon_command(), "run", *workspace],
+            [*console_script("dagster-daemon"), "run", *workspace],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     finally:
-        if log_path is not None:
+        if log is not subprocess.DEVNULL:
             log.close()
     try:
         yield proc
     finally:
-        stop_daemon(proc)
+        stop_process_tree(proc)
 
 
 def daemon_alive(proc: subprocess.Popen[bytes]) -> bool:
     return proc.poll() is None
 
 
-def stop_daemon(proc: subprocess.Popen[bytes], graceful: bool = True) -> None:
-    """Stop the daemon (SIGTERM, then SIGKILL after :data:`DAEMON_STOP_SECONDS`), and kill
-    what it leaves behind: its code server and any run worker. Not ``graceful``: kill at once."""
+def stop_process_tree(proc: subprocess.Popen[bytes], graceful: bool = True) -> None:
+    """Stop a child (SIGTERM, then SIGKILL after :data:`DAEMON_STOP_SECONDS`), and kill what it
+    leaves behind (code servers, run workers). Not ``graceful``: kill at once."""
     children = descendants(proc.pid)
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):

@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import re
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -296,7 +295,7 @@ def launch_backfills(
         with open(log, "wb") as sink:
             # Dagster's code server logs its start and stop: into the log, not the terminal
             done = subprocess.run(
-                [*_console_script("dagster-graphql"), *argv],
+                [*recovery.console_script("dagster-graphql"), *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
@@ -326,11 +325,6 @@ def launch_backfills(
 def _first_line(value: object) -> str:
     lines = str(value or "").strip().splitlines()
     return lines[0] if lines else type(value).__name__
-
-
-def _console_script(name: str) -> list[str]:
-    script = Path(sys.executable).with_name(name)
-    return [str(script)] if script.exists() else [name]
 
 
 def _last_error(log: str) -> str:
@@ -424,6 +418,7 @@ class InstanceBackfill:
         log_level: str = "CRITICAL",
         log_path: Path | None = None,
         settle_seconds: float = SETTLE_SECONDS,
+        code_server: recovery.CodeServer | None = None,
     ) -> None:
         self.instance = instance
         self.sessions = list(sessions)
@@ -433,6 +428,8 @@ class InstanceBackfill:
         self.log_level = log_level
         self.log_path = log_path
         self.settle_seconds = settle_seconds
+        #: The code server the workspace points at, stopped at once on an interrupt.
+        self.code_server = code_server
         self.command = uuid.uuid4().hex[:12]
         self.report = BackfillReport()
         self.progress = Progress(total=len(self.sessions))
@@ -476,7 +473,9 @@ class InstanceBackfill:
             try:
                 self._watch(daemon, on_run)
             except KeyboardInterrupt as exc:
-                recovery.stop_daemon(daemon, graceful=False)
+                recovery.stop_process_tree(daemon, graceful=False)
+                if self.code_server is not None:
+                    self.code_server.stop(graceful=False)  # and the run it executes
                 raise self._interrupted(exc) from None
         return self.report
 

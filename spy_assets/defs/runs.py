@@ -137,6 +137,10 @@ SESSIONS_TAG = "spy_assets/sessions"
 PROGRESS_TAG = "spy_assets/progress"
 #: Dagster's run queue dequeues higher priorities first: the command's chunks, in order.
 PRIORITY_TAG = "dagster/priority"
+#: Runs of a command are created ``held`` (dagster.yaml limits ``held`` runs to none in
+#: progress): the command releases them one at a time, in order, so it decides what runs next.
+QUEUE_TAG = "spy_assets/queue"
+HELD, RELEASED = "held", "released"
 BACKFILL_TAG = "dagster/backfill"
 #: The metadata key of a failed ``schema`` check that names the sessions it held back.
 GATED_SESSIONS_KEY = "gated_sessions"
@@ -443,6 +447,7 @@ class InstanceBackfill:
             COMMAND_TAG: self.command,
             SESSIONS_TAG: ",".join(s.isoformat() for s in part),
             PRIORITY_TAG: str(priority),
+            QUEUE_TAG: HELD,
         }
 
     def launch(self, ranges: Sequence[Sequence[dt.date]], priority: int = 0) -> list[str]:
@@ -490,6 +495,7 @@ class InstanceBackfill:
                 self._ended(run, on_run)
             if recovery.interrupt_requested() is not None:
                 raise recovery.Interrupted(recovery.interrupt_requested() or 2)
+            runs = self._release_next(runs)
             unfinished = [r for r in runs if r.status.value not in RUN_DONE]
             with_runs = {r.tags.get(BACKFILL_TAG) for r in runs}
             waiting = [b for b in self._ranges if b not in with_runs and not self._closed(b)]
@@ -508,6 +514,23 @@ class InstanceBackfill:
                     f"{self.log_path or 'its output'}"
                 )
             time.sleep(POLL_SECONDS)
+
+    def _release_next(self, runs: list[DagsterRun]) -> list[DagsterRun]:
+        """Let the queue launch the earliest held run when none of the command's runs is in
+        progress (nothing more once the command is stopping)."""
+        if self.report.stopped is not None:
+            return runs
+        busy = [
+            r
+            for r in runs
+            if r.status.value not in RUN_DONE
+            and (r.status.value != "QUEUED" or r.tags.get(QUEUE_TAG) != HELD)
+        ]
+        held = [r for r in runs if r.status.value == "QUEUED" and r.tags.get(QUEUE_TAG) == HELD]
+        if busy or not held:
+            return runs
+        self.instance.add_run_tags(held[0].run_id, {QUEUE_TAG: RELEASED})
+        return self.runs()
 
     def _closed(self, backfill_id: str) -> bool:
         """True when the daemon closed the backfill without a run: an error of the backfill

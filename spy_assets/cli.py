@@ -104,11 +104,20 @@ def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = 
         from spy_assets.definitions import build_definitions
         from spy_assets.defs.runs import InstanceBackfill, RunOutcome
 
+        chunks = -(-len(sessions) // args.chunk)
         print(
-            f"Materializing {len(sessions)} session(s) {sessions[0]} … {sessions[-1]} "
-            f"into {_data_dir()} (Dagster instance: {home})",
+            f"Preparing {chunks} backfill(s) of {len(sessions)} session(s) in the Dagster "
+            f"instance {home} (its daemon runs them; log: {logs / 'daemon.log'})",
             flush=True,
         )
+
+        def started() -> None:
+            print(
+                f"Materializing {len(sessions)} session(s) {sessions[0]} … {sessions[-1]} "
+                f"into {_data_dir()} (Dagster instance: {home})",
+                flush=True,
+            )
+
         asset_keys = [spec.key.path for spec in build_definitions().resolve_all_asset_specs()]
 
         def report(outcome: RunOutcome, progress: str) -> None:
@@ -131,7 +140,7 @@ def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = 
                 log_path=logs / "daemon.log",
                 code_server=server,
             )
-            result = backfill.run(on_run=report)
+            result = backfill.run(on_run=report, on_start=started)
     finally:
         server.stop()
     if result.stopped is not None:

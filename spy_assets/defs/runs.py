@@ -468,15 +468,20 @@ class InstanceBackfill:
         runs = self.instance.get_runs(filters=RunsFilter(tags={COMMAND_TAG: self.command}))
         return sorted(runs, key=lambda r: (_run_sessions(r) or [dt.date.max])[0])
 
-    def run(self, on_run: Callable[[RunOutcome, str], None] | None = None) -> BackfillReport:
+    def run(
+        self,
+        on_run: Callable[[RunOutcome, str], None] | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> BackfillReport:
         """Launch the chunks, keep a daemon running until every run has ended, and report each
         run as it ends (``on_run(outcome, progress line)``). A run that fails stops the command
         (the queued runs are canceled) unless only gated sessions failed it: then the sessions
-        around them get their own runs and the command goes on."""
+        around them get their own runs and the command goes on. ``on_start()`` is called once,
+        when the first run has started."""
         self.launch(chunks(self.sessions, self.chunk))
         with recovery.daemon(self.workspace, self.log_path) as daemon:
             try:
-                self._watch(daemon, on_run)
+                self._watch(daemon, on_run, on_start)
             except KeyboardInterrupt as exc:
                 recovery.stop_process_tree(daemon, graceful=False)
                 if self.code_server is not None:
@@ -484,10 +489,20 @@ class InstanceBackfill:
                 raise self._interrupted(exc) from None
         return self.report
 
-    def _watch(self, daemon: object, on_run: Callable[[RunOutcome, str], None] | None) -> None:
+    def _watch(
+        self,
+        daemon: object,
+        on_run: Callable[[RunOutcome, str], None] | None,
+        on_start: Callable[[], None] | None,
+    ) -> None:
         settle_until: float | None = None
         while True:
             runs = self.runs()
+            if on_start is not None and any(
+                r.status.value not in ("QUEUED", "NOT_STARTED") for r in runs
+            ):
+                on_start()
+                on_start = None
             for run in runs:
                 if run.run_id in self._reported or run.status.value not in RUN_DONE:
                     continue

@@ -45,7 +45,9 @@ def test_a_backfill_on_postgres_with_the_multiprocess_executor(tmp_path, monkeyp
     home.mkdir()
     # the project's instance settings, with PostgreSQL storage added: no code change
     (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text() + POSTGRES_STORAGE)
-    with postgres_server() as url:
+    with postgres_server() as server_url:
+        # dagster-postgres speaks psycopg2 (SQLAlchemy would pick psycopg 3 for postgresql://)
+        url = server_url.replace("postgresql://", "postgresql+psycopg2://", 1)
         done = run_command(
             ["backfill", "--start", str(SESSIONS[0]), "--end", str(SESSIONS[-1]), "--chunk", "2"],
             cwd=tmp_path,

@@ -112,3 +112,30 @@ def test_followup_ranges_chunks_and_progress():
     assert progress.line() == "21/250 sessions, 21.0/min, ETA 10 min 54 s"
     progress.add(229)
     assert progress.line() == "250/250 sessions, 250.0/min"
+
+
+def test_the_executor_is_configuration():
+    import pytest
+
+    from spy_assets import config
+    from spy_assets.definitions import build_definitions
+    from spy_assets.errors import ConfigError
+
+    def executor(**env: str) -> str:
+        settings = config.load({"SPY_ASSETS_SOURCE": "synthetic", **env})
+        return (
+            build_definitions(settings=settings)
+            .resolve_implicit_global_asset_job_def()
+            .executor_def.name
+        )
+
+    assert executor() == "in_process"
+    assert executor(SPY_ASSETS_EXECUTOR="multiprocess") == "multiprocess"
+    assert executor(
+        SPY_ASSETS_EXECUTOR="celery", SPY_ASSETS_CELERY_BROKER="redis://127.0.0.1:6379/0"
+    ).startswith("celery")
+    assert executor(SPY_ASSETS_EXECUTOR="k8s") == "k8s"
+    with pytest.raises(ConfigError, match="SPY_ASSETS_EXECUTOR='bogus': use one of in_process"):
+        config.load({"SPY_ASSETS_EXECUTOR": "bogus"})
+    with pytest.raises(ConfigError, match="SPY_ASSETS_CELERY_BROKER='localhost' is not a URL"):
+        config.load({"SPY_ASSETS_CELERY_BROKER": "localhost"})

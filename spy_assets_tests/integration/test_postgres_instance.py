@@ -57,7 +57,7 @@ def test_a_backfill_on_postgres_with_the_multiprocess_executor(tmp_path, monkeyp
                 SPY_ASSETS_EXECUTOR="multiprocess",
                 SPY_ASSETS_POSTGRES_URL=url,
             ),
-            timeout=600,
+            timeout=1200,
         )
         print(done.stdout, done.stderr)
         assert done.returncode == 0, done.stdout + done.stderr

@@ -20,8 +20,9 @@ from spy_assets.analytics import features as features_core
 from spy_assets.analytics import scanner, training
 from spy_assets.errors import AuthError, UnknownUnderlyingError
 from spy_assets.params import ResearchParams, as_dict
+from spy_assets.provenance import code_version
 from spy_assets.sources.base import BAR_COLUMNS, MarketSource, empty_frame, fetch_option_bars
-from spy_assets.storage import Dataset, Storage
+from spy_assets.storage import Dataset, Storage, WriteResult
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,13 @@ class Built:
     #: Set when the build stopped early: the frames above are complete sessions to store, and
     #: then the run must fail with this error.
     error: Exception | None = None
+    #: Sessions the build stored itself (the live fold, which must read, merge and write under
+    #: one lock); they are reported with the frames' writes.
+    written: dict[dt.date, WriteResult] = field(default_factory=dict)
+
+    def provenance(self) -> dict[str, object]:
+        """What each file of this build is stamped with (read back by Storage.provenance)."""
+        return {"code_version": code_version(), "source": self.source, "params": self.params}
 
 
 def _split_stored(req: BuildRequest, ds: Dataset) -> tuple[list[dt.date], list[dt.date]]:

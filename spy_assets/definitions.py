@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dagster import Definitions
 
 from spy_assets import config, datasets
-from spy_assets.defs import analytics, raw, resources, schedules
+from spy_assets.defs import analytics, live, quality, raw, resources, schedules
 from spy_assets.defs.executors import executor_for
 from spy_assets.defs.partitions import sessions_partitions
 
@@ -24,7 +24,9 @@ def build_definitions(
         raw.definitions(specs, partitions),
         analytics.definitions(specs, partitions),
         schedules.definitions(),
+        live.definitions(specs, settings.first_session),
         resources.definitions(settings),
+        quality.definitions(specs, partitions, settings),
         # SPY_ASSETS_EXECUTOR: how every run executes its steps (in process by default)
         Definitions(executor=executor_for(settings)),
     )

@@ -29,6 +29,7 @@ from spy_assets.builds import BuildRequest, Built
 from spy_assets.datasets import DatasetSpec
 from spy_assets.defs.resources import MarketDataResource, ResearchSettings, StorageResource
 from spy_assets.errors import CorruptPartitionError, MissingPartitionError
+from spy_assets.live.fold import LiveRun
 from spy_assets.provenance import code_version
 from spy_assets.sources.base import RequestStats
 from spy_assets.storage import Storage, WriteResult
@@ -105,7 +106,8 @@ def _materialize(
         refetch=refetch,
         warn=context.log.warning,
     )
-    built = spec.build(request)
+    live = LiveRun.from_tags(context.run.tags)
+    built = live.build(spec, request) if live else spec.build(request)
     result = _store(context, store, spec, built, started, source.stats if source else None)
     if built.error is not None:
         raise built.error
@@ -123,8 +125,8 @@ def _store(
     """Write each session's frame, with provenance from the values the build used, and
     describe the run in one set of metadata."""
     ds = spec.dataset
-    provenance = {"code_version": code_version(), "source": built.source, "params": built.params}
-    written: dict[str, WriteResult] = {}
+    provenance = built.provenance()
+    written: dict[str, WriteResult] = {str(s): w for s, w in built.written.items()}
     for session, frame in sorted(built.frames.items()):
         written[str(session)] = store.write(ds, session, frame, provenance)
     if written:

@@ -94,11 +94,12 @@ def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = 
     logs = home / "spy_assets_logs"
     from spy_assets.defs.recovery import CodeServer, reclaim_on_start
 
-    # Loading the definitions takes the longest: the code server starts first, in parallel.
+    # First (it creates a new instance's storage, which two processes must not do at once)
+    if reclaimed := reclaim_on_start(_data_dir()):
+        print(reclaimed, flush=True)
+    # Loading the definitions takes the longest: the code server loads them in parallel.
     server = CodeServer("spy_assets.definitions", log_path=logs / "code_server.log")
     try:
-        if reclaimed := reclaim_on_start(_data_dir()):
-            print(reclaimed, flush=True)
         from dagster import DagsterInstance
 
         from spy_assets.definitions import build_definitions

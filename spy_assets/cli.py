@@ -88,8 +88,99 @@ def _check_underlying(underlying: str) -> str:
 
 
 def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = None) -> int:
-    """Materialize every asset and check for a range of sessions, a chunk per run."""
+    """Materialize every asset and check for a range of sessions, a chunk per run.
+
+    ``--via instance`` (the default when DAGSTER_HOME names a deployment's instance or
+    SPY_ASSETS_EXECUTOR is not ``in_process``): backfills in that instance, shown on the UI's
+    Backfills page and run by its daemon, run queue, run launcher and the configured executor.
+    ``--via process`` (the default for the data folder's own embedded instance): the same runs,
+    recorded in the same instance, executed in this process, with no daemon or code server to
+    start."""
     sessions = list(sessions) if sessions is not None else _session_range(args)
+    via = getattr(args, "via", None) or (
+        "instance"
+        if os.environ.get("DAGSTER_HOME") or config.load().executor != "in_process"
+        else "process"
+    )
+    if via == "process":
+        return _backfill_in_process(args, sessions)
+    os.environ.setdefault("DAGSTER_HOME", str(_dagster_home()))
+    home = Path(os.environ["DAGSTER_HOME"])
+    logs = home / "spy_assets_logs"
+    from spy_assets.defs.recovery import CodeServer, reclaim_on_start
+
+    # First (it creates a new instance's storage, which two processes must not do at once)
+    if reclaimed := reclaim_on_start(_data_dir()):
+        print(reclaimed, flush=True)
+    # Loading the definitions takes the longest: the code server loads them in parallel.
+    server = CodeServer("spy_assets.definitions", log_path=logs / "code_server.log")
+    try:
+        from dagster import DagsterInstance
+
+        from spy_assets.definitions import build_definitions
+        from spy_assets.defs.runs import InstanceBackfill, RunOutcome
+
+        chunks = -(-len(sessions) // args.chunk)
+        print(
+            f"Preparing {chunks} backfill(s) of {len(sessions)} session(s) in the Dagster "
+            f"instance {home} (its daemon runs them; log: {logs / 'daemon.log'})",
+            flush=True,
+        )
+
+        def started() -> None:
+            print(
+                f"Materializing {len(sessions)} session(s) {sessions[0]} … {sessions[-1]} "
+                f"into {_data_dir()} (Dagster instance: {home})",
+                flush=True,
+            )
+
+        asset_keys = [spec.key.path for spec in build_definitions().resolve_all_asset_specs()]
+
+        def report(outcome: RunOutcome, progress: str) -> None:
+            state = "ok" if outcome.success else "FAILED"
+            if outcome.only_gated:
+                held = ", ".join(str(s) for s in outcome.gated)
+                state = f"held back by its schema check: {held}; the other sessions go on"
+            first, last = outcome.sessions[0], outcome.sessions[-1]
+            print(f"  run {outcome.run_id[:8]} {first} … {last}: {state}  [{progress}]", flush=True)
+
+        server.wait_ready()
+        with DagsterInstance.get() as instance:
+            backfill = InstanceBackfill(
+                instance,
+                sessions,
+                asset_keys,
+                workspace=server.workspace(logs),
+                chunk=args.chunk,
+                log_level=args.log_level,
+                log_path=logs / "daemon.log",
+                code_server=server,
+            )
+            result = backfill.run(on_run=report, on_start=started)
+    finally:
+        server.stop()
+    if result.stopped is not None:
+        print(f"\nThe run of sessions {result.stopped.span} stopped:", file=sys.stderr)
+        for line in result.stopped.lines:
+            print(f"  - {line}", file=sys.stderr)
+        return 1
+    if result.gated:
+        print(
+            f"\n{len(result.gated)} session(s) failed their schema check and were not built "
+            f"downstream: {', '.join(str(s) for s in result.gated)} (the other sessions were; "
+            "see the check's metadata in the UI)",
+            file=sys.stderr,
+        )
+        return 1
+    print()
+    print(summary_table(_data_dir()))
+    return 0
+
+
+def _backfill_in_process(args: argparse.Namespace, sessions: Sequence[dt.date]) -> int:
+    """The embedded default: every chunk's run executes in this process (the fastest path; the
+    runs are still recorded in the instance, with owner tags for crash recovery). A run stopped
+    only by sessions that failed their schema check goes on with the sessions around them."""
     os.environ.setdefault("DAGSTER_HOME", str(_dagster_home()))
     from spy_assets.defs.recovery import reclaim_on_start
 
@@ -98,36 +189,51 @@ def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = 
     from dagster import DagsterInstance
 
     from spy_assets.definitions import build_definitions
-    from spy_assets.defs.runs import failure_summary, materialize_sessions
+    from spy_assets.defs.runs import Progress, describe_run, followup_ranges, materialize_sessions
 
     print(
         f"Materializing {len(sessions)} session(s) {sessions[0]} … {sessions[-1]} "
         f"into {_data_dir()} (Dagster instance: {os.environ['DAGSTER_HOME']})",
         flush=True,
     )
-
-    stopped: list[str] = []
-
-    def progress(first: dt.date, last: dt.date, result: object) -> None:
-        state = "ok" if result.success else "FAILED"
-        print(f"  run {result.run_id[:8]} {first} … {last}: {state}", flush=True)
-        if not result.success:
-            stopped.append(f"{first} … {last}" if first != last else str(first))
-
+    defs = build_definitions()
+    progress = Progress(total=len(sessions))
+    gated: list[dt.date] = []
     with DagsterInstance.get() as instance:
-        results = materialize_sessions(
-            build_definitions(),
-            sessions,
-            instance,
-            chunk=args.chunk,
-            log_level=args.log_level,
-            on_chunk=progress,
+        pending = [list(sessions[i : i + args.chunk]) for i in range(0, len(sessions), args.chunk)]
+        while pending:
+            part = pending.pop(0)
+            [result] = materialize_sessions(
+                defs, part, instance, chunk=len(part), log_level=args.log_level
+            )
+            span = f"{part[0]} … {part[-1]}"
+            if result.success:
+                progress.add(len(part))
+                print(f"  run {result.run_id[:8]} {span}: ok  [{progress.line()}]", flush=True)
+                continue
+            outcome = describe_run(instance, instance.get_run_by_id(result.run_id))
+            if not outcome.only_gated:
+                print(f"  run {result.run_id[:8]} {span}: FAILED", flush=True)
+                print(f"\nThe run of sessions {span} stopped:", file=sys.stderr)
+                for line in outcome.lines:
+                    print(f"  - {line}", file=sys.stderr)
+                return 1
+            held = sorted(set(outcome.gated) & set(part))
+            gated += held
+            progress.add(len(held))
+            print(
+                f"  run {result.run_id[:8]} {span}: held back by its schema check: "
+                f"{', '.join(map(str, held))}; the other sessions go on  [{progress.line()}]",
+                flush=True,
+            )
+            pending[:0] = followup_ranges(part, held)
+    if gated:
+        print(
+            f"\n{len(gated)} session(s) failed their schema check and were not built "
+            f"downstream: {', '.join(str(s) for s in gated)} (the other sessions were; "
+            "see the check's metadata in the UI)",
+            file=sys.stderr,
         )
-    failed = [r for r in results if not r.success]
-    if failed:
-        print(f"\nThe run of sessions {stopped[0]} stopped:", file=sys.stderr)
-        for line in failure_summary(failed[0]):
-            print(f"  - {line}", file=sys.stderr)
         return 1
     print()
     print(summary_table(_data_dir()))
@@ -517,6 +623,13 @@ def build_parser() -> argparse.ArgumentParser:
     backfill = sub.add_parser("backfill", help="materialize every asset for sessions")
     add_range(backfill)
     add_run_options(backfill)
+    backfill.add_argument(
+        "--via",
+        choices=("process", "instance"),
+        help="process: run in this process (default for the data folder's own instance); "
+        "instance: backfills run by the daemon, queue, launcher and executor of DAGSTER_HOME "
+        "(default when DAGSTER_HOME or SPY_ASSETS_EXECUTOR is set)",
+    )
     backfill.set_defaults(func=cmd_backfill)
 
     report = sub.add_parser("report", help="the scan report over stored sessions")

@@ -34,6 +34,9 @@ STREAM_FEED = "SPY_ASSETS_STREAM_FEED"
 STREAM_FLUSH_S = "SPY_ASSETS_STREAM_FLUSH_S"
 STREAM_HEARTBEAT_S = "SPY_ASSETS_STREAM_HEARTBEAT_S"
 RETENTION = "SPY_ASSETS_RETENTION"
+EXECUTOR = "SPY_ASSETS_EXECUTOR"
+CELERY_BROKER = "SPY_ASSETS_CELERY_BROKER"
+CELERY_BACKEND = "SPY_ASSETS_CELERY_BACKEND"
 #: Where the vendor key may be, in order of preference.
 KEY_VARIABLES = ("MASSIVE_API_KEY", "POLYGON_API_KEY")
 
@@ -57,6 +60,10 @@ DEFAULT_STREAM_FLUSH_S = 1.0
 DEFAULT_STREAM_HEARTBEAT_S = 30.0
 
 SOURCES = ("auto", "synthetic", "massive")
+#: How a run executes its steps: in the run's process, a process per step, Celery workers or
+#: Kubernetes jobs (the last two need the ``celery`` / ``k8s`` extra).
+EXECUTORS = ("in_process", "multiprocess", "celery", "k8s")
+DEFAULT_EXECUTOR = "in_process"
 #: Asset key prefixes the shared datasets own: an underlying may not take them.
 RESERVED_PREFIXES = ("vix", "news")
 _TICKER = re.compile(r"^[A-Z][A-Z0-9.]{0,9}$")
@@ -94,6 +101,10 @@ class Settings:
     #: Local state that needs a disk (the Dagster instance, catalog.duckdb, the landing zone):
     #: the data folder when it is local, else ``./data``.
     state_dir: Path = Path(DEFAULT_DATA_DIR).absolute()
+    executor: str = DEFAULT_EXECUTOR
+    #: Celery's broker and result backend URLs; None keeps dagster-celery's defaults.
+    celery_broker: str | None = None
+    celery_backend: str | None = None
 
     @property
     def data_is_local(self) -> bool:
@@ -133,6 +144,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         stream_heartbeat_s=_positive(env, STREAM_HEARTBEAT_S, DEFAULT_STREAM_HEARTBEAT_S),
         rate_limit_url=_rate_limit_url(env),
         retention=_retention(env),
+        executor=_choice(env, EXECUTOR, DEFAULT_EXECUTOR, EXECUTORS),
+        celery_broker=_broker_url(env, CELERY_BROKER),
+        celery_backend=_broker_url(env, CELERY_BACKEND),
     )
     from spy_assets.calendar import CALENDAR_START
 
@@ -338,3 +352,11 @@ def _retention(env: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
             raise ConfigError(f"{RETENTION} sets {target} more than once")
         rules[target] = int(days_text)
     return tuple(sorted(rules.items()))
+
+
+def _broker_url(env: Mapping[str, str], name: str) -> str | None:
+    value = _raw(env, name)
+    if value is not None and not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value):
+        # not echoed: a broker URL may carry a password
+        raise ConfigError(f"{name} is not a URL (e.g. redis://127.0.0.1:6379/0)")
+    return value

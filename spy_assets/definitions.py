@@ -8,6 +8,7 @@ from dagster import Definitions
 
 from spy_assets import config, datasets
 from spy_assets.defs import analytics, automation, live, quality, raw, resources, schedules
+from spy_assets.defs.executors import executor_for
 from spy_assets.defs.partitions import sessions_partitions
 
 
@@ -27,6 +28,8 @@ def build_definitions(
         live.definitions(specs, settings.first_session),
         resources.definitions(settings),
         quality.definitions(specs, partitions, settings),
+        # SPY_ASSETS_EXECUTOR: how every run executes its steps (in process by default)
+        Definitions(executor=executor_for(settings)),
     )
 
 

@@ -141,6 +141,7 @@ def _not_finished_statuses() -> list[object]:
     from dagster import DagsterRunStatus
 
     return [
+        DagsterRunStatus.QUEUED,
         DagsterRunStatus.NOT_STARTED,
         DagsterRunStatus.STARTING,
         DagsterRunStatus.STARTED,
@@ -231,6 +232,48 @@ def free_run_slots(instance: DagsterInstance, run_id: str) -> bool:
     return True
 
 
+#: Backfill statuses after which the daemon does nothing more with a backfill.
+_BACKFILL_DONE = ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED")
+
+
+def cancel_backfills(instance: DagsterInstance, backfill_ids: Sequence[str]) -> list[str]:
+    """Close the backfills that are still open, so that no daemon requests more runs for them
+    (their unfinished runs are the caller's to stop). Returns the ids it closed."""
+    closed = []
+    for backfill_id in backfill_ids:
+        backfill = instance.get_backfill(backfill_id)
+        if backfill is None or backfill.status.value in _BACKFILL_DONE:
+            continue
+        # the status enum comes from the backfill itself: no import of Dagster's internals
+        canceled = backfill.with_status(type(backfill.status)("CANCELED"))
+        instance.update_backfill(canceled.with_end_timestamp(time.time()))
+        closed.append(backfill_id)
+    return closed
+
+
+def reclaim_abandoned_backfills(instance: DagsterInstance) -> list[str]:
+    """Close the open backfills of ``spy-assets backfill`` commands whose process on this host
+    died before their runs ended (the runs are reclaimed by :func:`reclaim_abandoned_runs`).
+    A backfill whose runs all ended is left to the daemon, which marks it completed."""
+    from dagster import RunsFilter
+
+    host = socket.gethostname()
+    abandoned = []
+    for backfill in instance.get_backfills(limit=200):
+        if (
+            backfill.status.value in _BACKFILL_DONE
+            or backfill.tags.get(OWNER_HOST_TAG) != host
+            or not owner_is_gone(backfill.tags)
+        ):
+            continue
+        runs = instance.get_runs(
+            filters=RunsFilter(tags={"dagster/backfill": backfill.backfill_id})
+        )
+        if not runs or any(not run.is_finished for run in runs):
+            abandoned.append(backfill.backfill_id)
+    return cancel_backfills(instance, abandoned)
+
+
 def reclaim_on_start(data_dir: Path | str) -> str | None:
     """What ``spy-assets backfill`` does before it starts: reclaim the runs of dead processes
     on the instance in ``DAGSTER_HOME`` and sweep the temporary files of dead writers under
@@ -238,6 +281,8 @@ def reclaim_on_start(data_dir: Path | str) -> str | None:
     from dagster import DagsterInstance
 
     with DagsterInstance.get() as instance:
+        # first: a backfill counts as abandoned while its dead process's runs are unfinished
+        closed = reclaim_abandoned_backfills(instance)
         reclaimed = reclaim_abandoned_runs(instance)
     swept = sweep_temp_files(data_dir)
     parts = []
@@ -247,6 +292,8 @@ def reclaim_on_start(data_dir: Path | str) -> str | None:
             + ", ".join(run_id[:8] for run_id in reclaimed)
             + " (marked failed, pool slots freed)"
         )
+    if closed:
+        parts.append(f"canceled {len(closed)} backfill(s) left open by processes that died")
     if swept:
         parts.append(f"removed {len(swept)} temporary file(s) of writers that died")
     return "; ".join(parts) or None
@@ -454,6 +501,159 @@ def stop_interrupted_run(
     return Interrupted(
         signum, f"run {run.run_id[:8]} ({span}) ended {run.status.value}, holding no pool slot"
     )
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+# ------------------------------------------------------------------------------- daemon
+#: Seconds the daemon gets to stop by itself before it and its children are killed.
+DAEMON_STOP_SECONDS = 5.0
+
+
+def console_script(name: str) -> list[str]:
+    script = Path(sys.executable).with_name(name)
+    return [str(script)] if script.exists() else [name]
+
+
+def _open_log(log_path: Path | None) -> object:
+    if log_path is None:
+        return subprocess.DEVNULL
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    return open(log_path, "ab")  # noqa: SIM115 - handed to a child, closed right after
+
+
+#: The name of the code location, as in the project's workspace.yaml and the UI.
+LOCATION_NAME = "spy_assets"
+#: Seconds the code server gets to load the definitions before the command gives up.
+CODE_SERVER_START_SECONDS = 300.0
+
+
+class CodeServer:
+    """A Dagster code server (``dagster api grpc``) for the definitions, on a free port of
+    127.0.0.1, shared by everything a command starts: ``dagster-graphql``, the daemon and,
+    through the default run launcher, the runs (the definitions load once per command).
+
+    It stays in this process's group (see :func:`daemon`). :meth:`workspace` writes the
+    workspace file that points at it, under the location name the UI uses."""
+
+    def __init__(self, module: str, log_path: Path | None = None) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.log_path = log_path
+        log = _open_log(log_path)
+        try:
+            self.proc = subprocess.Popen(
+                [*console_script("dagster"), "api", "grpc", "-h", "127.0.0.1"]
+                + ["-p", str(self.port), "--location-name", LOCATION_NAME, "-m", module]
+                + ["--log-level", "warning"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        finally:
+            if log is not subprocess.DEVNULL:
+                log.close()
+
+    def wait_ready(self, timeout: float = CODE_SERVER_START_SECONDS) -> None:
+        """Until the server accepts connections: it listens once the definitions are loaded."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                from spy_assets.errors import SpyAssetsError
+
+                where = f"; see {self.log_path}" if self.log_path else ""
+                raise SpyAssetsError(
+                    f"the Dagster code server could not load the definitions{where}"
+                )
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=1),
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the code server did not start within {timeout:.0f} s")
+            time.sleep(0.2)
+
+    def workspace(self, folder: Path) -> list[str]:
+        """The ``-w <file>`` arguments of a workspace that loads from this server."""
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"workspace.{os.getpid()}.yaml"
+        path.write_text(
+            "load_from:\n  - grpc_server:\n      host: 127.0.0.1\n"
+            f"      port: {self.port}\n      location_name: {LOCATION_NAME}\n"
+        )
+        return ["-w", str(path)]
+
+    def stop(self, graceful: bool = True) -> None:
+        stop_process_tree(self.proc, graceful)
+
+
+@contextlib.contextmanager
+def daemon(
+    workspace: Sequence[str], log_path: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``dagster-daemon run`` on the instance of ``DAGSTER_HOME`` for the life of a command:
+    its backfill daemon requests the runs, its run queue hands them to the run launcher.
+
+    It stays in this process's group, so that whatever kills the command's group (``kill -9`` of
+    a shell job) kills the daemon, the code server and the run they execute too; the next
+    command then reclaims that run. Its output goes to ``log_path``."""
+    log = _open_log(log_path)
+    try:
+        proc = subprocess.Popen(
+            [*console_script("dagster-daemon"), "run", *workspace],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        if log is not subprocess.DEVNULL:
+            log.close()
+    try:
+        yield proc
+    finally:
+        stop_process_tree(proc)
+
+
+def daemon_alive(proc: subprocess.Popen[bytes]) -> bool:
+    return proc.poll() is None
+
+
+def stop_process_tree(proc: subprocess.Popen[bytes], graceful: bool = True) -> None:
+    """Stop a child (SIGTERM, then SIGKILL after :data:`DAEMON_STOP_SECONDS`), and kill what it
+    leaves behind (code servers, run workers). Not ``graceful``: kill at once."""
+    children = descendants(proc.pid)
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
+        try:
+            proc.wait(timeout=DAEMON_STOP_SECONDS if graceful else 5.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for pid in children | descendants(proc.pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def descendants(pid: int) -> set[int]:
+    """The PIDs of every live process below ``pid`` (Linux ``/proc``; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        fields = _read_stat(int(stat.parent.name))
+        if fields and len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 # ------------------------------------------------------------------------ instance home

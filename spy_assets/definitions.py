@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dagster import Definitions
 
 from spy_assets import config, datasets
-from spy_assets.defs import analytics, raw, resources, schedules
+from spy_assets.defs import analytics, gates, raw, resources, schedules
 from spy_assets.defs.partitions import sessions_partitions
 
 
@@ -23,6 +23,7 @@ def build_definitions(
         raw.definitions(specs, partitions),
         analytics.definitions(specs, partitions),
         schedules.definitions(),
+        gates.definitions(),
         resources.definitions(settings),
     )
 

@@ -131,7 +131,7 @@ def _materialize(
             _session_metadata(outcome), partition_key=outcome.session.isoformat()
         )
         if outcome.head is not None:
-            sample = outcome.head
+            sample = (outcome.session, outcome.head)
         outcome.head = None  # the outcomes are kept to the end of the step: keep them small
         outcomes.append(outcome)
     for session in built.reused:
@@ -165,12 +165,18 @@ def _materialize(
         metadata["params"] = MetadataValue.json(built.params)
     for name, value in built.facts.items():
         metadata[name] = MetadataValue.json(value) if isinstance(value, dict | list) else value
-    if sample is not None or built.markdown:
-        # cheap to show once, on the run's last session, never repeated on every partition
-        last: dict[str, object] = {name: MetadataValue.md(t) for name, t in built.markdown.items()}
-        if sample is not None:
-            last["sample"] = MetadataValue.md(sample.to_markdown(index=False))
-        context.add_asset_metadata(last, partition_key=context.partition_keys[-1])
+    # Cheap to show once, never repeated on every partition: the sample on the session it
+    # comes from, the run's markdown (the scan report) on the run's last session.
+    if sample is not None:
+        context.add_asset_metadata(
+            {"sample": MetadataValue.md(sample[1].to_markdown(index=False))},
+            partition_key=sample[0].isoformat(),
+        )
+    if built.markdown:
+        context.add_asset_metadata(
+            {name: MetadataValue.md(text) for name, text in built.markdown.items()},
+            partition_key=context.partition_keys[-1],
+        )
     yield MaterializeResult(metadata=metadata)
 
     key = asset_key(spec.name)
@@ -251,7 +257,7 @@ def _materialization_targets(context: AssetExecutionContext, key: AssetKey) -> d
         AssetRecordsFilter(asset_key=key, asset_partitions=keys), limit=len(keys)
     ).records
     for record in records:
-        if record.run_id == context.run_id and record.partition_key not in found:
+        if record.run_id == context.run.run_id and record.partition_key not in found:
             found[record.partition_key] = record
     return found
 

@@ -63,25 +63,38 @@ def gated_sessions_of(context: RunStatusSensorContext) -> list[dt.date] | None:
     return sorted(gated) or None
 
 
-def follow_up_requests(run: DagsterRun, gated: list[dt.date]) -> list[RunRequest]:
-    """One run per consecutive range of the run's sessions left once ``gated`` is taken out."""
+def follow_up_requests(
+    run: DagsterRun, gated: list[dt.date], assets: Iterable[AssetKey] | None = None
+) -> list[RunRequest]:
+    """One run per consecutive range of the run's sessions left once ``gated`` is taken out,
+    over the run's assets (``assets`` when the run does not record its selection)."""
     start, end = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
     if not start or not end:
         return []
     sessions = calendar.sessions_between(start, end)
     checks = run.asset_check_selection
+    selection = _sorted(run.asset_selection or assets)
     requests = []
     for part in ranges_after_gates(sessions, gated):
         first, last = part[0].isoformat(), part[-1].isoformat()
         requests.append(
             RunRequest(
                 run_key=f"{run.run_id}:{first}:{last}",
-                asset_selection=_sorted(run.asset_selection),
+                asset_selection=selection,
                 asset_check_keys=_sorted(checks),
                 tags={RANGE_START_TAG: first, RANGE_END_TAG: last, AFTER_GATES_OF_TAG: run.run_id},
             )
         )
     return requests
+
+
+def _planned_assets(context: RunStatusSensorContext) -> set[AssetKey]:
+    """The assets the run planned to materialize (a run of a subset job may not record its
+    selection)."""
+    records = context.instance.all_logs(
+        context.dagster_run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+    )
+    return {r.dagster_event.asset_key for r in records if r.dagster_event}
 
 
 def _sorted(keys: Iterable[AssetKey | AssetCheckKey] | None) -> list | None:
@@ -106,7 +119,7 @@ def build_around_gated_sessions(
     gated = gated_sessions_of(context)
     if gated is None:
         return SkipReason(f"run {run.run_id} did not fail only on schema gates")
-    requests = follow_up_requests(run, gated)
+    requests = follow_up_requests(run, gated, _planned_assets(context))
     if not requests:
         return SkipReason(f"run {run.run_id}: every session was gated")
     return requests

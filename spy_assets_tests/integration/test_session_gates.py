@@ -117,6 +117,8 @@ def test_the_bad_session_fails_its_own_partition_naming_rows_and_rule(gated_back
     assert bad.metadata["rules"].value == ["high < max(open, close)"]
     assert bad.metadata["failing_rows"].value == 1
     assert "high=1.0" in bad.metadata["failures"].value  # the failing row, by its values
+    # each evaluation points at its partition's materialization, so Dagster counts it current
+    assert all(e.target_materialization_data.run_id == first.run_id for e in per_session.values())
     [summary] = [e for e in bars if e.partition is None]
     assert not summary.passed and summary.blocking
     assert summary.metadata["gated_sessions"].value == [BAD.isoformat()]

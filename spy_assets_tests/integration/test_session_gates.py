@@ -179,6 +179,19 @@ def test_a_build_refuses_a_gated_upstream_session(gated_backfill):
         refused.metadata["failures"].value
     )
     assert not store.exists(dataset("SPY", "option_contracts"), BAD)
+    # that run failed only on its gate too: the sensor asks for the session on each side of it
+    context = build_run_status_sensor_context(
+        sensor_name=build_around_gated_sessions.name,
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(result.run_id),
+    )
+    requests = build_around_gated_sessions(context)
+    assert [(r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG]) for r in requests] == [
+        (around[0].isoformat(),) * 2,
+        (around[2].isoformat(),) * 2,
+    ]
+    assert all(r.asset_selection == [AssetKey(["spy", "option_contracts"])] for r in requests)
 
 
 def test_ranges_after_gates():

@@ -25,8 +25,9 @@ from spy_assets.analytics import features as features_core
 from spy_assets.analytics import scanner, training
 from spy_assets.errors import AuthError, UnknownUnderlyingError
 from spy_assets.params import ResearchParams, as_dict
+from spy_assets.provenance import code_version
 from spy_assets.sources.base import BAR_COLUMNS, MarketSource, empty_frame, fetch_option_bars
-from spy_assets.storage import Dataset, Storage
+from spy_assets.storage import Dataset, Storage, WriteResult
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Built:
     once it is exhausted.
     """
 
-    sessions: Iterator[SessionFrame]
+    sessions: Iterator[SessionFrame] | dict[dt.date, pd.DataFrame]
     source: str
     params: dict[str, object] = field(default_factory=dict)
     #: Sessions already stored and valid, kept as they are (no request made).
@@ -84,6 +85,23 @@ class Built:
     #: Set when the build stopped early: the sessions produced before are complete and stored,
     #: and then the run must fail with this error.
     error: Exception | None = None
+    #: Sessions the build stored itself (the live fold, which must read, merge and write under
+    #: one lock); they are checked and reported with the others.
+    written: dict[dt.date, WriteResult] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sessions, dict):  # frames per session, all in hand (the live fold)
+            self.sessions = _frames(dict(self.sessions))
+
+    @property
+    def frames(self) -> dict[dt.date, pd.DataFrame]:
+        """Every produced session's frame at once (consumes ``sessions``): for callers that
+        need them together, such as the live stitch (one session)."""
+        return {i.session: i.frame for i in self.sessions if i.frame is not None}
+
+    def provenance(self) -> dict[str, object]:
+        """What each file of this build is stamped with (read back by Storage.provenance)."""
+        return {"code_version": code_version(), "source": self.source, "params": self.params}
 
 
 def _each(

@@ -1,4 +1,5 @@
-"""``spy-assets``: the project's commands (demo, backfill, report, query, sessions, ui)."""
+"""``spy-assets``: the project's commands (demo, backfill, report, query, sessions, ui,
+dashboard, drift, stream, provenance, purge)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from spy_assets.errors import (
     MissingPartitionError,
     NotASessionError,
     SpyAssetsError,
+    UnknownDatasetError,
     UnknownUnderlyingError,
 )
 
@@ -233,6 +235,87 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_provenance(args: argparse.Namespace) -> int:
+    """What made one stored partition: the file's stamp and the Dagster materialization (code
+    version, data version, the upstream data versions it was built from)."""
+    from spy_assets import datasets
+    from spy_assets.provenance import PartitionProvenance, describe
+
+    names = [s.name for s in datasets.all_datasets(list(config.load().underlyings))]
+    if args.dataset not in names:
+        raise UnknownDatasetError(
+            f"unknown dataset {args.dataset!r}: the datasets are {', '.join(names)}"
+        )
+    session = calendar.parse_session(args.session)
+    spec = next(
+        s for s in datasets.all_datasets(list(config.load().underlyings)) if s.name == args.dataset
+    )
+    store = _storage()
+    if store.status(spec.dataset, session) != "ok":
+        raise MissingPartitionError(
+            f"{args.dataset} was never built for session {session} under {_data_dir()}: "
+            f"build it with spy-assets backfill --session {session}"
+        )
+    found = PartitionProvenance(
+        args.dataset,
+        str(session),
+        str(store.partition_path(spec.dataset, session)),
+        store.provenance(spec.dataset, session),
+    )
+    from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+
+    with DagsterInstance.from_config(str(_dagster_home())) as instance:
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(
+                asset_key=AssetKey(args.dataset.split("/")), asset_partitions=[str(session)]
+            ),
+            limit=1,
+        ).records
+    if records:
+        record = records[0]
+        tags = record.asset_materialization.tags or {}
+        prefix = "dagster/input_data_version/"
+        found = PartitionProvenance(
+            found.dataset,
+            found.session,
+            found.path,
+            found.file,
+            run_id=record.run_id,
+            materialized_at=dt.datetime.fromtimestamp(record.timestamp, dt.UTC).isoformat(
+                timespec="seconds"
+            ),
+            code_version=tags.get("dagster/code_version"),
+            data_version=tags.get("dagster/data_version"),
+            inputs={k.removeprefix(prefix): v for k, v in tags.items() if k.startswith(prefix)},
+        )
+    print(describe(found))
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Remove landing files and raw partitions past their configured age (a dry run unless
+    ``--apply``); never a session whose derived data was not built from it."""
+    from spy_assets import datasets, retention
+    from spy_assets.landing import LandingZone
+
+    settings = config.load()
+    specs = datasets.all_datasets(list(settings.underlyings))
+    store = _storage()
+    plan = retention.plan_purge(
+        store,
+        LandingZone.under(store.root),
+        specs,
+        retention.policy_from(settings.retention, specs),
+        dt.date.today(),
+        datasets=args.dataset or None,
+        session=calendar.parse_session(args.session) if args.session else None,
+    )
+    if args.apply:
+        retention.apply_purge(plan, store.root)
+    print(plan.to_text(dry_run=not args.apply))
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     """``dagster dev`` on the same instance and data folder as the other commands, as a child
     process that SIGINT/SIGTERM stop (its whole process group, if it does not stop by itself)."""
@@ -254,6 +337,134 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     serve(port=args.port)
     return 0  # pragma: no cover - serve replaces the process
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    """``drift accept <dataset>``: the last observed vendor schema becomes the baseline;
+    ``drift show [<dataset>]``: baselines, last observations and their differences."""
+    from spy_assets.quality import drift
+
+    vendor = [s.name for s in _datasets() if s.calls_vendor]
+    names = [args.dataset] if args.dataset else vendor
+    for name in names:
+        if name not in vendor:
+            raise drift.DriftError(
+                f"{name!r} is not a vendor dataset; schema drift is tracked for {', '.join(vendor)}"
+            )
+    store = drift.BaselineStore(_data_dir())
+    if args.action == "accept":
+        if not args.dataset:
+            raise drift.DriftError("drift accept needs a dataset, e.g. spy/minute_bars")
+        new, old = store.accept(args.dataset)
+        changes = drift.diff(old, new) if old is not None else []
+        print(
+            f"{args.dataset}: baseline is now the schema observed on "
+            f"{store.observed(args.dataset)['session']} ({store.baseline_path(args.dataset)})"
+        )
+        for change in changes:
+            print(f"  accepted: {change}")
+        return 0
+    for name in names:
+        baseline, observed = store.baseline(name), store.observed(name)
+        if baseline is None and observed is None:
+            if args.dataset:
+                raise drift.DriftError(f"{name}: no vendor schema observed yet")
+            print(f"{name}: nothing observed yet")
+            continue
+        changes = (
+            drift.diff(baseline, drift.Schema.from_json(observed)) if baseline and observed else []
+        )
+        state = "; ".join(str(c) for c in changes) or "matches the baseline"
+        print(
+            f"{name}: {len(baseline.fields) if baseline else 0} fields in the baseline; "
+            f"last observed {observed['session'] if observed else 'never'}: {state}"
+        )
+    return 0
+
+
+def _datasets() -> list:
+    from spy_assets.datasets import all_datasets
+
+    return all_datasets(config.load().underlyings)
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    """The live day: the vendor's WebSocket (or the feed simulator) into the landing zone."""
+    from spy_assets import redaction
+    from spy_assets.live.consumer import StreamConsumer, settings_from_config
+
+    cfg = config.load()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    handler.addFilter(redaction.process_filter())
+    live_log = logging.getLogger("spy_assets.live")
+    live_log.addHandler(handler)
+    live_log.setLevel(logging.INFO)
+    live_log.propagate = False
+    heartbeat = args.heartbeat or (5.0 if args.simulate else cfg.stream_heartbeat_s)
+    if args.simulate is None:
+        if cfg.key_variable is None:
+            raise SpyAssetsError(
+                f"spy-assets stream needs a vendor key: set {' or '.join(config.KEY_VARIABLES)}"
+                " (or replay a session offline with --simulate YYYY-MM-DD)"
+            )
+        from spy_assets.sources.vendor import MassiveSource
+
+        key = os.environ[cfg.key_variable].strip()
+        source = MassiveSource(key, cfg.base_url, requests_per_minute=cfg.requests_per_minute)
+        settings = settings_from_config(
+            cfg.data_dir,
+            cfg.underlyings,
+            cfg.stream_feed,
+            flush_interval_s=cfg.stream_flush_s,
+            heartbeat_s=heartbeat,
+        )
+        result = StreamConsumer(settings, key, source=source).run()
+    else:
+        from spy_assets.live.simulator import FeedSimulator, SessionTape, scattered_faults
+        from spy_assets.sources.synthetic import SyntheticMarket
+
+        session = calendar.check_not_future(calendar.parse_session(args.simulate))
+        market = SyntheticMarket(seed=cfg.seed)
+        tape = SessionTape.synthetic(session, market, cfg.underlyings[0])
+        faults = scattered_faults(len(tape.events["stocks"])) if args.faults else []
+        with FeedSimulator(tape, speed=args.speed, faults=faults) as sim:
+            print(
+                f"Replaying {session} at {args.speed:g}x on ws://{sim.feed} into "
+                f"{cfg.data_dir / 'landing'} (Ctrl-C stops, landing what was received)",
+                flush=True,
+            )
+            settings = settings_from_config(
+                cfg.data_dir,
+                cfg.underlyings[:1],
+                f"ws://{sim.feed}",
+                flush_interval_s=cfg.stream_flush_s,
+                heartbeat_s=heartbeat,
+                backoff_initial_s=0.2,
+                quiet_s=1.0,
+            )
+            consumer = StreamConsumer(
+                settings, sim.api_key, clock=sim.clock, source=market, session=session
+            )
+            result = consumer.run()
+    c = result.counts
+    print(
+        f"{result.session}: {c.landed} bars landed in {c.batches} batches under "
+        f"{cfg.data_dir / 'landing'} ({result.reason}); {c.duplicates} duplicates dropped, "
+        f"{c.skipped} messages skipped",
+        flush=True,
+    )
+    return 0
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0 and at most 1000000")
+    return value
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -322,6 +533,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_range(sessions)
     sessions.set_defaults(func=cmd_sessions)
 
+    provenance = sub.add_parser(
+        "provenance", help="what made a stored partition (code, source, params, upstream)"
+    )
+    provenance.add_argument("dataset", help="e.g. spy/features")
+    provenance.add_argument("session", help="YYYY-MM-DD")
+    provenance.set_defaults(func=cmd_provenance)
+
+    purge = sub.add_parser(
+        "purge", help="remove landing files and raw partitions past SPY_ASSETS_RETENTION"
+    )
+    purge.add_argument("--apply", action="store_true", help="delete (default: a dry run)")
+    purge.add_argument("--dataset", action="append", help="only this raw dataset (repeatable)")
+    purge.add_argument("--session", help="only this session, YYYY-MM-DD")
+    purge.set_defaults(func=cmd_purge)
+
     ui = sub.add_parser("ui", help="start the Dagster UI with these definitions")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
@@ -330,6 +556,27 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard = sub.add_parser("dashboard", help="serve the read-only research dashboard")
     dashboard.add_argument("--port", type=_positive_int, default=8501, help="on 127.0.0.1")
     dashboard.set_defaults(func=cmd_dashboard)
+
+    drift = sub.add_parser("drift", help="vendor schema baselines: show them, accept a change")
+    drift.add_argument("action", choices=("accept", "show"))
+    drift.add_argument("dataset", nargs="?", help="a vendor dataset, e.g. spy/minute_bars")
+    drift.set_defaults(func=cmd_drift)
+    stream = sub.add_parser("stream", help="land the live day's bars from the vendor's WebSocket")
+    stream.add_argument(
+        "--simulate", metavar="SESSION", help="replay a session offline through the simulator"
+    )
+    stream.add_argument(
+        "--speed", type=_positive_number, default=60.0, help="replay speed factor (default 60)"
+    )
+    stream.add_argument(
+        "--faults",
+        action="store_true",
+        help="with --simulate: inject disconnects, duplicates and out-of-order bars",
+    )
+    stream.add_argument(
+        "--heartbeat", type=_positive_number, help="seconds between heartbeat lines"
+    )
+    stream.set_defaults(func=cmd_stream)
     return parser
 
 

@@ -11,8 +11,9 @@ import datetime as dt
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from spy_assets.errors import ConfigError
 
@@ -22,7 +23,16 @@ SOURCE = "SPY_ASSETS_SOURCE"
 SEED = "SPY_ASSETS_SEED"
 REQUESTS_PER_MINUTE = "SPY_ASSETS_REQUESTS_PER_MINUTE"
 FIRST_SESSION = "SPY_ASSETS_FIRST_SESSION"
+#: Where the vendor request budget is shared: unset, a SQLite file in the data dir (one host).
+RATE_LIMIT_URL = "SPY_ASSETS_RATE_LIMIT_URL"
 BASE_URL = "MASSIVE_BASE_URL"
+DRIFT_SEVERITY = "SPY_ASSETS_DRIFT_SEVERITY"
+FRESHNESS_DEADLINE = "SPY_ASSETS_FRESHNESS_DEADLINE"
+ALERT_URL = "SPY_ASSETS_ALERT_URL"
+STREAM_FEED = "SPY_ASSETS_STREAM_FEED"
+STREAM_FLUSH_S = "SPY_ASSETS_STREAM_FLUSH_S"
+STREAM_HEARTBEAT_S = "SPY_ASSETS_STREAM_HEARTBEAT_S"
+RETENTION = "SPY_ASSETS_RETENTION"
 #: Where the vendor key may be, in order of preference.
 KEY_VARIABLES = ("MASSIVE_API_KEY", "POLYGON_API_KEY")
 
@@ -34,11 +44,23 @@ DEFAULT_REQUESTS_PER_MINUTE = 5.0
 #: The first session of history by default; the vendor plan decides how far back data exists.
 DEFAULT_FIRST_SESSION = dt.date(2023, 1, 3)
 DEFAULT_BASE_URL = "https://api.massive.com"
+DRIFT_SEVERITIES = ("warn", "error")
+DEFAULT_DRIFT_SEVERITY = "warn"
+#: Minutes after a session's close (early closes included) by which its data is due.
+DEFAULT_FRESHNESS_DEADLINE = "60"
+#: The vendor's 15-minute delayed WebSocket feed (what the lower plans get); ``realtime`` or a
+#: ``ws://host:port`` / ``wss://host`` address are the alternatives.
+DEFAULT_STREAM_FEED = "delayed"
+#: The longest a received bar waits in memory before it lands: keeps lag p99 under 2 s.
+DEFAULT_STREAM_FLUSH_S = 1.0
+DEFAULT_STREAM_HEARTBEAT_S = 30.0
 
 SOURCES = ("auto", "synthetic", "massive")
 #: Asset key prefixes the shared datasets own: an underlying may not take them.
 RESERVED_PREFIXES = ("vix", "news")
 _TICKER = re.compile(r"^[A-Z][A-Z0-9.]{0,9}$")
+#: ``landing`` or ``raw`` (every dataset), ``landing/<dataset>`` or ``<dataset>``.
+_RETENTION_TARGET = re.compile(r"^(landing|raw|(landing/)?[a-z0-9.]+/[a-z_]+)$")
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,19 @@ class Settings:
     first_session: dt.date
     base_url: str
     key_variable: str | None
+    #: ``warn``: drift is reported; ``error``: a drifted session blocks its run's downstream.
+    drift_severity: str = DEFAULT_DRIFT_SEVERITY
+    #: ``N`` minutes after the close, or ``HH:MM`` New York time (never before the close).
+    freshness_deadline: str = DEFAULT_FRESHNESS_DEADLINE
+    #: An apprise URL for alerts; unset: JSON lines in ``<data dir>/alerts.log``.
+    alert_url: str | None = field(default=None, repr=False)  # a webhook URL may hold a token
+    stream_feed: str = DEFAULT_STREAM_FEED
+    stream_flush_s: float = DEFAULT_STREAM_FLUSH_S
+    stream_heartbeat_s: float = DEFAULT_STREAM_HEARTBEAT_S
+    #: redis://… or postgresql://… to share the vendor request budget across hosts.
+    rate_limit_url: str | None = None
+    #: Maximum age in days per target of the purge (see :func:`_retention`); empty keeps all.
+    retention: tuple[tuple[str, int], ...] = ()
 
     @property
     def source_name(self) -> str:
@@ -78,6 +113,14 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         first_session=_date(env, FIRST_SESSION, DEFAULT_FIRST_SESSION),
         base_url=_url(env),
         key_variable=key_variable,
+        drift_severity=_choice(env, DRIFT_SEVERITY, DEFAULT_DRIFT_SEVERITY, DRIFT_SEVERITIES),
+        freshness_deadline=_deadline(env),
+        alert_url=_alert_url(env),
+        stream_feed=_stream_feed(env),
+        stream_flush_s=_positive(env, STREAM_FLUSH_S, DEFAULT_STREAM_FLUSH_S),
+        stream_heartbeat_s=_positive(env, STREAM_HEARTBEAT_S, DEFAULT_STREAM_HEARTBEAT_S),
+        rate_limit_url=_rate_limit_url(env),
+        retention=_retention(env),
     )
     from spy_assets.calendar import CALENDAR_START
 
@@ -96,6 +139,12 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
                 f"({', '.join(SYNTHETIC_UNDERLYINGS)}); set a vendor key to use other tickers"
             )
     return settings
+
+
+def vendor_key(environ: Mapping[str, str] | None = None) -> str | None:
+    """The vendor key's value, to redact it from what leaves the process (never to print)."""
+    env = os.environ if environ is None else environ
+    return next((env[n].strip() for n in KEY_VARIABLES if env.get(n, "").strip()), None)
 
 
 def _raw(env: Mapping[str, str], name: str) -> str | None:
@@ -178,3 +227,89 @@ def _url(env: Mapping[str, str]) -> str:
     if not re.match(r"^https?://[^/\s]+", value):
         raise ConfigError(f"{BASE_URL}={value!r} is not an http(s) URL")
     return value.rstrip("/")
+
+
+def _deadline(env: Mapping[str, str]) -> str:
+    value = _raw(env, FRESHNESS_DEADLINE) or DEFAULT_FRESHNESS_DEADLINE
+    if re.fullmatch(r"\d{1,4}", value) and int(value) <= 24 * 60:
+        return str(int(value))
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", value)
+    if match and int(match[1]) < 24 and int(match[2]) < 60:
+        return f"{int(match[1]):02d}:{match[2]}"
+    raise ConfigError(
+        f"{FRESHNESS_DEADLINE}={value!r}: give minutes after the close (0-1440, e.g. 60) or "
+        "a New York time (HH:MM, e.g. 17:30)"
+    )
+
+
+def _alert_url(env: Mapping[str, str]) -> str | None:
+    value = _raw(env, ALERT_URL)
+    if value is not None and not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$", value):
+        raise ConfigError(
+            f"{ALERT_URL}: not a notification URL (e.g. json://127.0.0.1:8080/alerts, "
+            "slack://..., mailto://...)"
+        )
+    return value
+
+
+def _stream_feed(env: Mapping[str, str]) -> str:
+    value = _raw(env, STREAM_FEED) or DEFAULT_STREAM_FEED
+    if value.lower() in ("realtime", "delayed"):
+        return value.lower()
+    if not re.match(r"^wss?://[^/\s]+$", value):
+        raise ConfigError(
+            f"{STREAM_FEED}={value!r}: use realtime, delayed or a ws://host:port address"
+        )
+    return value
+
+
+def _rate_limit_url(env: Mapping[str, str]) -> str | None:
+    value = _raw(env, RATE_LIMIT_URL)
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    shown = value if parts.password is None else value.replace(f":{parts.password}@", ":***@")
+    scheme = parts.scheme.lower()
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        raise ConfigError(f"{RATE_LIMIT_URL}={shown!r}: the port is not a number") from None
+    if scheme in ("redis", "rediss") and parts.hostname:
+        if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+            raise ConfigError(
+                f"{RATE_LIMIT_URL}={shown!r}: the Redis database must be a number (redis://host:port/0)"
+            )
+        return value
+    if scheme in ("postgresql", "postgres") and (parts.hostname or "host=" in parts.query):
+        return value
+    raise ConfigError(
+        f"{RATE_LIMIT_URL}={shown!r}: use redis://host:port/db or postgresql://user@host:port/db"
+    )
+
+
+def _retention(env: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
+    """``landing=7,raw=730,spy/option_minute_bars=365,landing/spy/minute_bars=3``: the maximum
+    age in days (session date to today) of landing files and raw partitions, for every dataset
+    (``landing``, ``raw``) or one (``landing/<dataset>``, ``<dataset>``; the most specific
+    wins). Unset keeps everything."""
+    value = _raw(env, RETENTION)
+    if value is None:
+        return ()
+    rules: dict[str, int] = {}
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        target, sep, days_text = (x.strip() for x in part.partition("="))
+        target = target.lower()
+        if not sep or not _RETENTION_TARGET.match(target):
+            raise ConfigError(
+                f"{RETENTION}: {part!r} is not <target>=<days> with a target of landing, raw, "
+                "landing/<dataset> or <dataset> (e.g. landing=7,spy/option_minute_bars=365)"
+            )
+        days_text = days_text.lower().removesuffix("d")
+        if not days_text.isdigit() or int(days_text) < 1:
+            raise ConfigError(f"{RETENTION}: {part!r}: the age must be a whole number of days ≥ 1")
+        if target in rules:
+            raise ConfigError(f"{RETENTION} sets {target} more than once")
+        rules[target] = int(days_text)
+    return tuple(sorted(rules.items()))

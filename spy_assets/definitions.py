@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dagster import Definitions
 
 from spy_assets import config, datasets
-from spy_assets.defs import analytics, gates, raw, resources, schedules
+from spy_assets.defs import analytics, automation, gates, live, quality, raw, resources, schedules
 from spy_assets.defs.partitions import sessions_partitions
 
 
@@ -22,9 +22,12 @@ def build_definitions(
     return Definitions.merge(
         raw.definitions(specs, partitions),
         analytics.definitions(specs, partitions),
-        schedules.definitions(),
+        schedules.definitions(partitions),
+        automation.definitions(),
+        live.definitions(specs, settings.first_session),
         gates.definitions(),
         resources.definitions(settings),
+        quality.definitions(specs, partitions, settings),
     )
 
 

@@ -50,3 +50,7 @@ class QueryError(SpyAssetsError):
 
 class CatalogBusyError(SpyAssetsError):
     """Another process holds ``catalog.duckdb`` open, so its views cannot be refreshed."""
+
+
+class UnknownDatasetError(SpyAssetsError, ValueError):
+    """A dataset name that is not in the table of datasets, or not one a command works on."""

@@ -151,6 +151,7 @@ class VendorServer:
         self._count = 0
         self._records: list[RecordedRequest] = []
         self._faults: list[FaultRule] = []
+        self._transforms: list[tuple[str | None, Any]] = []
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._session_rows = lru_cache(maxsize=4096)(self._make_session_rows)
@@ -237,9 +238,17 @@ class VendorServer:
             self._faults.append(rule)
         return rule
 
+    def add_result_transform(self, transform: Any, match: str | None = None) -> None:
+        """Pass every result object of the 200 answers whose path + query contains ``match``
+        (all, when ``None``) through ``transform(result) -> result``: a vendor that gains, loses
+        or retypes a field. :meth:`clear_faults` removes them too."""
+        with self._lock:
+            self._transforms.append((match, transform))
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+            self._transforms.clear()
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -565,6 +574,10 @@ class _Handler(BaseHTTPRequestHandler):
             reply = vendor.route(path, params)
             if rule is not None and rule.kind == "malformed" and reply.status == 200:
                 reply = _malformed(reply, rule)
+            target = f"{path}?{unquote(parts.query)}"
+            transforms = [f for m, f in vendor._transforms if m is None or m in target]
+            if transforms and reply.status == 200:
+                reply = _transformed(reply, transforms)
         vendor._record(
             RecordedRequest(
                 n,
@@ -710,4 +723,16 @@ def _malformed(reply: _Reply, rule: FaultRule) -> _Reply:
                 result.pop(name, None)
             else:
                 result[name] = rule.bad_value
+    return _Reply(reply.status, obj, headers=reply.headers)
+
+
+def _transformed(reply: _Reply, transforms: list[Any]) -> _Reply:
+    """Every result of the page through each transform (see ``add_result_transform``)."""
+    body = reply.body if reply.body is not None else json.dumps(reply.payload).encode()
+    obj = json.loads(body)
+    results = obj.get("results") or []
+    for transform in transforms:
+        results = [transform(dict(r)) for r in results]
+    if results:
+        obj["results"] = results
     return _Reply(reply.status, obj, headers=reply.headers)

@@ -28,8 +28,9 @@ from spy_assets.storage import Dataset, Storage
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
-#: Checks that do not exist yet; the page says so until an instance has evaluated one.
-PLANNED_CHECKS = ("drift", "freshness")
+#: The quality checks shown beside the schema check: vendor schema drift (vendor datasets only)
+#: and freshness (every dataset; evaluated by the freshness sensor while the daemon runs).
+QUALITY_CHECKS = ("schema_drift", "freshness")
 SCHEMA_CHECK = "schema"
 
 
@@ -289,13 +290,12 @@ def dataset_summary(
 ) -> pd.DataFrame:
     """One row per dataset (``sessions`` maps each to its stored sessions): the span, what the
     instance recorded (materialized sessions, the latest materialization and schema check)
-    and the drift and freshness checks (not defined yet: the column says so until an
-    evaluation exists)."""
+    and the latest schema drift and freshness evaluations."""
     names = list(sessions)
     latest, checks = {}, {}
     if health is not None:
         latest = health.latest_materializations(names)
-        checks = health.latest_checks(names, (SCHEMA_CHECK, *PLANNED_CHECKS))
+        checks = health.latest_checks(names, (SCHEMA_CHECK, *QUALITY_CHECKS))
     records = []
     for name in names:
         stored = sessions[name]
@@ -316,9 +316,9 @@ def dataset_summary(
             record["schema check (latest)"] = _check_text(
                 health, name, checks.get((name, SCHEMA_CHECK))
             )
-            for planned in PLANNED_CHECKS:
-                found = checks.get((name, planned))
-                record[planned] = "not defined yet" if found is None else found.status
+            for quality in QUALITY_CHECKS:
+                found = checks.get((name, quality))
+                record[quality] = "never evaluated" if found is None else found.status
         records.append(record)
     return pd.DataFrame.from_records(records)
 

@@ -389,8 +389,9 @@ def health_page() -> None:
     summary = health.dataset_summary(listed, instance)
     st.dataframe(summary, hide_index=True, key="health-summary")
     st.caption(
-        "Drift and freshness: not measured yet. The graph has no drift or freshness checks "
-        "so far; their columns fill in once the instance has evaluated one."
+        "Schema drift is checked on the vendor datasets when they are fetched; freshness is "
+        "evaluated by the freshness sensor while `spy-assets ui` runs. Never evaluated: no "
+        "such evaluation in this instance yet."
     )
 
     every = sorted({s for stored in listed.values() for s in stored})

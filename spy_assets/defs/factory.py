@@ -33,9 +33,15 @@ from pydantic import Field
 from spy_assets import calendar, gates
 from spy_assets.builds import BuildRequest
 from spy_assets.datasets import DatasetSpec
+from spy_assets.defs.automation import (
+    VENDOR_RETRY_POLICY,
+    rebuild_on_upstream_change,
+    retry_only_transient_errors,
+)
 from spy_assets.defs.resources import MarketDataResource, ResearchSettings, StorageResource
 from spy_assets.gates import SCHEMA_CHECK, SessionOutcome
-from spy_assets.provenance import code_version
+from spy_assets.live.fold import LiveRun
+from spy_assets.provenance import code_version, dataset_code_version
 from spy_assets.sources.base import RequestStats
 
 #: Every asset that calls the vendor runs in this pool, so concurrent calls are capped across
@@ -69,6 +75,12 @@ def dataset_asset(spec: DatasetSpec, partitions: DailyPartitionsDefinition) -> A
         group_name=spec.group,
         kinds={"parquet"},
         description=f"{spec.description} Grain: {spec.grain}.",
+        # Raw partitions have no code version, so each re-fetch gets a new data version and
+        # marks the derived partitions built from it stale; derived ones are rebuilt by
+        # automation when an upstream partition changes, and show stale when their code does.
+        code_version=None if spec.calls_vendor else dataset_code_version(spec.name),
+        automation_condition=None if spec.calls_vendor else rebuild_on_upstream_change(),
+        retry_policy=VENDOR_RETRY_POLICY if spec.calls_vendor else None,
         check_specs=[
             AssetCheckSpec(
                 SCHEMA_CHECK,
@@ -88,7 +100,8 @@ def dataset_asset(spec: DatasetSpec, partitions: DailyPartitionsDefinition) -> A
             market: MarketDataResource,
             settings: ResearchSettings,
         ) -> Iterator[MaterializeResult | AssetCheckEvaluation | AssetCheckResult]:
-            yield from _materialize(context, spec, storage, settings, market, config.refetch)
+            with retry_only_transient_errors():
+                yield from _materialize(context, spec, storage, settings, market, config.refetch)
 
         ingest.__name__ = spec.dataset.view_name
         return decorate(ingest)
@@ -121,9 +134,10 @@ def _materialize(
         refetch=refetch,
         warn=context.log.warning,
     )
-    built = spec.build(request)
+    live = LiveRun.from_tags(context.run.tags)
+    built = live.build(spec, request) if live else spec.build(request)
     ds = spec.dataset
-    provenance = {"code_version": code_version(), "source": built.source, "params": built.params}
+    provenance = built.provenance()
     outcomes: list[SessionOutcome] = []
     sample = None
     for outcome in gates.store_sessions(store, ds, spec.schema, built.sessions, provenance):
@@ -133,6 +147,12 @@ def _materialize(
         if outcome.head is not None:
             sample = (outcome.session, outcome.head)
         outcome.head = None  # the outcomes are kept to the end of the step: keep them small
+        outcomes.append(outcome)
+    # Sessions the build wrote itself (the live fold) are checked as stored.
+    for session, result in sorted(built.written.items()):
+        outcome = gates.reused_outcome(store, ds, spec.schema, session)
+        outcome.written, outcome.reused = result, False
+        context.add_asset_metadata(_session_metadata(outcome), partition_key=session.isoformat())
         outcomes.append(outcome)
     for session in built.reused:
         outcome = gates.reused_outcome(store, ds, spec.schema, session)

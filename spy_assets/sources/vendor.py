@@ -22,6 +22,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +35,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from spy_assets import redaction
 from spy_assets.contracts import parse_ticker
 from spy_assets.errors import AuthError, SkippableError, SpyAssetsError
+from spy_assets.quality.drift import SchemaRecorder, bar_session, news_session
 from spy_assets.sources.base import (
     BAR_COLUMNS,
     CONTRACT_COLUMNS,
@@ -62,6 +64,17 @@ _MAX_EPOCH_MS = 4_102_444_800_000
 
 class VendorUnavailableError(SpyAssetsError):
     """The vendor kept failing (429, 5xx, timeouts, broken bodies) after every retry."""
+
+
+@dataclass
+class VendorRequestStats(RequestStats):
+    """Request counts, and the fields and JSON types the vendor sent per session (read off the
+    bodies already parsed, no extra request) for the ``schema_drift`` checks."""
+
+    schemas: SchemaRecorder = field(default_factory=SchemaRecorder, compare=False, repr=False)
+
+    def as_metadata(self) -> dict[str, object]:  # type: ignore[override]
+        return {**super().as_metadata(), **self.schemas.as_metadata()}
 
 
 class _Transient(Exception):
@@ -119,8 +132,9 @@ class MassiveSource:
     """:class:`~spy_assets.sources.base.MarketSource` over the vendor's REST API.
 
     ``requests_per_minute`` is the plan's limit (free tier: 5; ``None``: unlimited); every
-    instance with the same key and plan shares one bucket per process. ``max_attempts`` counts
-    the first try. ``sleep`` and ``today`` are injectable for tests.
+    instance and process of the host with the same key and plan shares one bucket (every host
+    with ``SPY_ASSETS_RATE_LIMIT_URL``: see :mod:`~spy_assets.sources.ratelimit`).
+    ``max_attempts`` counts the first try. ``sleep`` and ``today`` are injectable for tests.
     """
 
     name = "massive"
@@ -155,13 +169,15 @@ class MassiveSource:
         redaction.install([api_key])
         self.__key = api_key
         self.base_url = base_url.rstrip("/")
-        self.stats = RequestStats()
+        self.stats = VendorRequestStats()
+        #: ``session_of`` of the read running on this thread: its pages feed the recorder.
+        self._reading = threading.local()
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.max_retry_after = max_retry_after
         self.page_limit = page_limit
-        self.bucket = bucket or shared_bucket("massive", api_key, requests_per_minute, burst)
+        self.bucket = bucket or shared_bucket(self.base_url, api_key, requests_per_minute, burst)
         self._sleep = sleep
         self._today = today or (lambda: pd.Timestamp.now(tz=MARKET_TZ).date())
         self._rng = random.Random(seed)
@@ -222,6 +238,7 @@ class MassiveSource:
         what = f"{ticker} minute bars {first}..{last}"
 
         def fetch() -> pd.DataFrame:
+            self._reading.session_of = bar_session
             aggs = list(
                 self._client.list_aggs(
                     ticker,
@@ -254,6 +271,7 @@ class MassiveSource:
         what = f"{root} contracts expiring {expiration} as of {as_of}"
 
         def fetch(expired: bool) -> list[Any]:
+            self._reading.session_of = lambda item: as_of
             return list(
                 self._client.list_options_contracts(
                     underlying_ticker=root,
@@ -288,6 +306,7 @@ class MassiveSource:
         what = f"{symbol} news {start.isoformat()}..{end.isoformat()}"
 
         def run() -> pd.DataFrame:
+            self._reading.session_of = news_session
             items = list(
                 self._client.list_ticker_news(
                     ticker=symbol,
@@ -312,6 +331,8 @@ class MassiveSource:
         except (AuthError, SkippableError) as exc:
             self._record_skip(what, str(exc))
             raise
+        finally:
+            self._reading.session_of = None
 
     def _send(self, method: str, url: str, call: Callable[[], Any]) -> Any:
         what = f"{method} {urlsplit(url).path}"
@@ -354,6 +375,9 @@ class MassiveSource:
             if not isinstance(obj, dict):
                 raise SkippableError(f"{what}: the vendor sent JSON that is not an object")
             self._codec.remember(text, obj)
+            session_of = getattr(self._reading, "session_of", None)
+            if session_of is not None and isinstance(obj.get("results"), list):
+                self.stats.schemas.observe(obj["results"], session_of)
             return resp
         reason = self._clean(_vendor_message(resp.data))
         if status in (401, 403):

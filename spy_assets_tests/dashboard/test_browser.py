@@ -200,7 +200,7 @@ def test_every_page_in_chromium(dashboard, browser_page, dash_data, tmp_path, mo
     _open(page, f"{dashboard}/health")
     page.get_by_text(f"{FAILED_DATASET} {FAILED_SESSION}: schema check failed").wait_for()
     page.get_by_text(FAILED_RULE).first.wait_for()
-    page.get_by_text("Drift and freshness: not measured yet").wait_for()
+    page.get_by_text("Schema drift is checked on the vendor datasets").wait_for()
     _shot(page, shots, "health")
 
     # A date that is not a session is explained on the page.

@@ -162,7 +162,7 @@ def test_health_page(use_data, dash_data):
     at = page("health_page")
     assert not at.exception and not texts(at, "error")
     assert any("Dagster instance" in c for c in texts(at, "caption"))
-    assert any("Drift and freshness: not measured yet" in c for c in texts(at, "caption"))
+    assert any("Schema drift is checked on the vendor datasets" in c for c in texts(at, "caption"))
     [expander] = at.expander
     assert FAILED_DATASET in expander.label and "schema check failed" in expander.label
     assert any(FAILED_RULE in m for m in texts(expander, "markdown"))

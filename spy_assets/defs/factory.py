@@ -200,11 +200,14 @@ def _materialize(
     yield MaterializeResult(metadata=metadata)
 
     key = asset_key(spec.name)
-    targets = _materialization_targets(context, key)
+    # A one-session run's check result is that partition's own (Dagster scopes it): no second
+    # evaluation of the same partition.
+    per_session = outcomes if not context.has_partition_key else []
+    targets = _materialization_targets(context, key) if per_session else {}
     # Every session gets its own evaluation, passing ones too: without it Dagster shows the
     # partition's check as skipped (or failed to execute, when the run failed), and automation
     # waiting for passed blocking checks would never build it. One small event per session.
-    for outcome in sorted(outcomes, key=lambda o: o.session):
+    for outcome in sorted(per_session, key=lambda o: o.session):
         yield AssetCheckEvaluation(
             asset_key=key,
             check_name=SCHEMA_CHECK,
@@ -224,6 +227,8 @@ def _materialize(
         "rows_checked": sum(o.rows for o in outcomes),
         "gated_sessions": MetadataValue.json(gated),
     }
+    if not per_session and len(outcomes) == 1:
+        summary.update(_check_metadata(outcomes[0]))
     if failed:
         summary["failures"] = MetadataValue.md(
             "\n\n".join(f"### {o.session}\n{o.failure}" for o in failed)

@@ -38,10 +38,11 @@ def _dagster_home() -> Path:
         return home
     from spy_assets.defs.recovery import prepare_instance_home
 
-    return prepare_instance_home(_data_dir() / "dagster")
+    return prepare_instance_home(config.load().state_dir / "dagster")
 
 
-def _data_dir() -> Path:
+def _data_dir() -> Path | str:
+    """The data root: a local folder or an ``s3://bucket/prefix`` URL (never path math on it)."""
     return config.load().data_dir
 
 
@@ -133,11 +134,11 @@ def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = 
     return 0
 
 
-def summary_table(data_dir: Path) -> str:
+def summary_table(data_dir: Path | str) -> str:
     """What is stored, per dataset, read back through the DuckDB catalog."""
     from spy_assets.storage import Storage
 
-    storage = Storage(data_dir)
+    storage = Storage(data_dir, config.load().state_dir)
     tables = storage.query("SELECT table_name FROM information_schema.tables ORDER BY table_name")[
         "table_name"
     ].tolist()
@@ -175,9 +176,8 @@ def _has_report() -> bool:
 
 def _report_text(sessions: Sequence[dt.date], underlying: str) -> str:
     from spy_assets.reports import scan_report_for
-    from spy_assets.storage import Storage
 
-    return scan_report_for(Storage(_data_dir()), underlying, sessions).to_text()
+    return scan_report_for(_storage(), underlying, sessions).to_text()
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -205,16 +205,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _storage() -> Storage:
     from spy_assets.storage import Storage
 
-    return Storage(_data_dir())
+    settings = config.load()
+    return Storage(settings.data_dir, settings.state_dir)
 
 
 def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
 
-    from spy_assets.storage import Storage
-
     try:
-        result = Storage(_data_dir()).query_with_report(args.sql)
+        result = _storage().query_with_report(args.sql)
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpyAssetsError(f"query failed: {first}") from None
@@ -303,7 +302,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     store = _storage()
     plan = retention.plan_purge(
         store,
-        LandingZone.under(store.root),
+        LandingZone.under(store.state_dir),
         specs,
         retention.policy_from(settings.retention, specs),
         dt.date.today(),
@@ -311,7 +310,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
         session=calendar.parse_session(args.session) if args.session else None,
     )
     if args.apply:
-        retention.apply_purge(plan, store.root)
+        retention.apply_purge(plan, store.state_dir)
     print(plan.to_text(dry_run=not args.apply))
     return 0
 
@@ -324,6 +323,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     home = _dagster_home()
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ["SPY_ASSETS_DATA_DIR"] = str(_data_dir())
+    os.environ["SPY_ASSETS_STATE_DIR"] = str(config.load().state_dir)  # absolute for the child
     workspace = project_file("workspace.yaml") or Path("workspace.yaml")
     argv = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace)]
     argv += ["-h", args.host, "-p", str(args.port)]
@@ -351,7 +351,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
             raise drift.DriftError(
                 f"{name!r} is not a vendor dataset; schema drift is tracked for {', '.join(vendor)}"
             )
-    store = drift.BaselineStore(_data_dir())
+    store = drift.BaselineStore(config.load().state_dir)
     if args.action == "accept":
         if not args.dataset:
             raise drift.DriftError("drift accept needs a dataset, e.g. spy/minute_bars")
@@ -413,7 +413,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         key = os.environ[cfg.key_variable].strip()
         source = MassiveSource(key, cfg.base_url, requests_per_minute=cfg.requests_per_minute)
         settings = settings_from_config(
-            cfg.data_dir,
+            cfg.state_dir,
             cfg.underlyings,
             cfg.stream_feed,
             flush_interval_s=cfg.stream_flush_s,
@@ -431,11 +431,11 @@ def cmd_stream(args: argparse.Namespace) -> int:
         with FeedSimulator(tape, speed=args.speed, faults=faults) as sim:
             print(
                 f"Replaying {session} at {args.speed:g}x on ws://{sim.feed} into "
-                f"{cfg.data_dir / 'landing'} (Ctrl-C stops, landing what was received)",
+                f"{cfg.state_dir / 'landing'} (Ctrl-C stops, landing what was received)",
                 flush=True,
             )
             settings = settings_from_config(
-                cfg.data_dir,
+                cfg.state_dir,
                 cfg.underlyings[:1],
                 f"ws://{sim.feed}",
                 flush_interval_s=cfg.stream_flush_s,
@@ -450,7 +450,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     c = result.counts
     print(
         f"{result.session}: {c.landed} bars landed in {c.batches} batches under "
-        f"{cfg.data_dir / 'landing'} ({result.reason}); {c.duplicates} duplicates dropped, "
+        f"{cfg.state_dir / 'landing'} ({result.reason}); {c.duplicates} duplicates dropped, "
         f"{c.skipped} messages skipped",
         flush=True,
     )

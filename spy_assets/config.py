@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from spy_assets.errors import ConfigError
 
 DATA_DIR = "SPY_ASSETS_DATA_DIR"
+STATE_DIR = "SPY_ASSETS_STATE_DIR"
 UNDERLYINGS = "SPY_ASSETS_UNDERLYINGS"
 SOURCE = "SPY_ASSETS_SOURCE"
 SEED = "SPY_ASSETS_SEED"
@@ -67,7 +68,9 @@ _RETENTION_TARGET = re.compile(r"^(landing|raw|(landing/)?[a-z0-9.]+/[a-z_]+)$")
 class Settings:
     """The environment, validated. Build it with :func:`load`."""
 
-    data_dir: Path
+    #: The data root: a local folder (a Path) or an object-store prefix (``s3://bucket/prefix``,
+    #: a str); only :class:`~spy_assets.storage.Storage` reads or writes under it.
+    data_dir: Path | str
     underlyings: tuple[str, ...]
     source: str
     seed: int
@@ -88,6 +91,13 @@ class Settings:
     rate_limit_url: str | None = None
     #: Maximum age in days per target of the purge (see :func:`_retention`); empty keeps all.
     retention: tuple[tuple[str, int], ...] = ()
+    #: Local state that needs a disk (the Dagster instance, catalog.duckdb, the landing zone):
+    #: the data folder when it is local, else ``./data``.
+    state_dir: Path = Path(DEFAULT_DATA_DIR).absolute()
+
+    @property
+    def data_is_local(self) -> bool:
+        return isinstance(self.data_dir, Path)
 
     @property
     def source_name(self) -> str:
@@ -104,8 +114,10 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     key_variable = next((name for name in KEY_VARIABLES if env.get(name, "").strip()), None)
     if source == "massive" and key_variable is None:
         raise ConfigError(f"{SOURCE}=massive needs a vendor key: set {' or '.join(KEY_VARIABLES)}")
+    data_dir = _data_dir(env)
     settings = Settings(
-        data_dir=_data_dir(env),
+        data_dir=data_dir,
+        state_dir=_state_dir(env, data_dir),
         underlyings=_underlyings(env),
         source=source,
         seed=_integer(env, SEED, DEFAULT_SEED),
@@ -152,12 +164,25 @@ def _raw(env: Mapping[str, str], name: str) -> str | None:
     return value.strip() if value is not None and value.strip() else None
 
 
-def _data_dir(env: Mapping[str, str]) -> Path:
+def _data_dir(env: Mapping[str, str]) -> Path | str:
     value = _raw(env, DATA_DIR) or DEFAULT_DATA_DIR
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value):
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", value):
+        from spy_assets.storage import is_object_store_url
+
+        if is_object_store_url(value.rstrip("/")):
+            return value.rstrip("/")
         raise ConfigError(
-            f"{DATA_DIR}={value!r}: only a local folder is supported as the data root"
+            f"{DATA_DIR}={value!r}: use a local folder or an s3://bucket[/prefix] URL"
         )
+    return Path(value).expanduser().absolute()
+
+
+def _state_dir(env: Mapping[str, str], data_dir: Path | str) -> Path:
+    value = _raw(env, STATE_DIR)
+    if value is None:
+        return data_dir if isinstance(data_dir, Path) else Path(DEFAULT_DATA_DIR).absolute()
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", value):
+        raise ConfigError(f"{STATE_DIR}={value!r}: use a local folder (it holds local state)")
     return Path(value).expanduser().absolute()
 
 

@@ -52,5 +52,9 @@ class CatalogBusyError(SpyAssetsError):
     """Another process holds ``catalog.duckdb`` open, so its views cannot be refreshed."""
 
 
+class ObjectStoreError(SpyAssetsError):
+    """The object store behind an ``s3://`` data root cannot be reached or refuses a request."""
+
+
 class UnknownDatasetError(SpyAssetsError, ValueError):
     """A dataset name that is not in the table of datasets, or not one a command works on."""

@@ -2,9 +2,13 @@
 Parquet files (real files written by Storage.write, real DuckDB)."""
 
 import datetime as dt
+import os
+import shutil
+import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import duckdb
@@ -13,16 +17,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from spy_assets.errors import (
-    CatalogBusyError,
     MissingPartitionError,
     QueryError,
     QueryRefusedError,
 )
-from spy_assets.storage import QueryResult, Storage, dataset
+from spy_assets.storage import NEWS_ARTICLES, QueryResult, Storage, dataset
 
 BARS = dataset("SPY", "minute_bars")
 CONTRACTS = dataset("SPY", "option_contracts")
 SESSIONS = [dt.date(2025, 11, 24), dt.date(2025, 11, 25), dt.date(2025, 11, 26)]
+NEW_SESSION = dt.date(2025, 11, 28)
 
 
 def _bars(session, n=3):
@@ -186,7 +190,7 @@ def test_the_sandbox_settings_hold_and_cannot_be_changed(store):
     assert len(allowed) == 2 and "spy-assets-query-" in allowed[1]
     assert not Path(allowed[1]).exists()  # removed once the query is done
     # even if the statement check were bypassed, the locked configuration holds
-    with store._sandbox() as con:
+    with store.sandbox() as con:
         for sql in ("SET enable_external_access = true", "RESET allowed_directories"):
             with pytest.raises(duckdb.InvalidInputException, match="configuration has been locked"):
                 con.execute(sql)
@@ -232,10 +236,10 @@ def test_a_truncated_file_is_skipped_and_named(store):
     )
     assert result.frame["s"].tolist() == [SESSIONS[0].isoformat(), SESSIONS[2].isoformat()]
     assert result.frame["n"].tolist() == [3, 3]
-    assert result.skipped == [bad]
+    assert result.skipped == [str(bad)]
     # a query on the other dataset only builds its view the fast way and skips nothing new
     other = store.query_with_report("SELECT count(*) AS n FROM spy_option_contracts")
-    assert other.frame["n"].tolist() == [6] and other.skipped == [bad]
+    assert other.frame["n"].tolist() == [6] and other.skipped == [str(bad)]
     assert store.query("SELECT count(*) AS n FROM spy_minute_bars")["n"].tolist() == [6]
 
 
@@ -243,7 +247,7 @@ def test_a_garbage_file_and_a_dataset_with_nothing_readable(store):
     garbage = store.partition_path(BARS, SESSIONS[0])
     garbage.write_bytes(b"not parquet")
     result = store.query_with_report("SELECT count(*) AS n FROM spy_minute_bars")
-    assert result.frame["n"].tolist() == [6] and result.skipped == [garbage]
+    assert result.frame["n"].tolist() == [6] and result.skipped == [str(garbage)]
     for session in SESSIONS:
         store.partition_path(CONTRACTS, session).write_bytes(b"")
     # the other dataset still answers...
@@ -276,11 +280,12 @@ def test_a_file_damaged_past_its_footer_gives_a_one_line_error(store):
 # ---------------------------------------------------------------- catalog
 HOLD_CATALOG = textwrap.dedent(
     """
-    import sys, time
+    import sys
     import duckdb
-    con = duckdb.connect(sys.argv[1])
+    con = duckdb.connect(sys.argv[1])  # read-write: DuckDB's exclusive lock on the file
     print("holding", flush=True)
-    time.sleep(60)
+    for sql in sys.stdin:  # keeps reading the catalog it opened
+        print(con.execute(sql).fetchall(), flush=True)
     """
 )
 
@@ -290,6 +295,7 @@ def catalog_held_open(store):
     store.refresh_catalog([BARS, CONTRACTS])
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_CATALOG, str(store.catalog_path)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -299,6 +305,7 @@ def catalog_held_open(store):
     finally:
         holder.kill()
         holder.wait()
+        holder.stdin.close()
         holder.stdout.close()
 
 
@@ -307,12 +314,64 @@ def test_query_works_while_another_process_holds_the_catalog(store, catalog_held
     assert frame["n"].tolist() == [3]
 
 
-def test_refresh_catalog_retries_then_names_the_busy_file(store, catalog_held_open):
-    with pytest.raises(CatalogBusyError, match=r"catalog\.duckdb is held open by .*PID"):
-        store.refresh_catalog([BARS], busy_timeout=0.3)
-    catalog_held_open.kill()
-    catalog_held_open.wait()
-    assert store.refresh_catalog([BARS], busy_timeout=2) == ["spy_minute_bars"]
+def test_a_reader_holding_the_catalog_never_blocks_a_writer(store, catalog_held_open):
+    # a writer adds a new dataset and a new session while another process holds the catalog
+    news = NEWS_ARTICLES
+    store.write(news, SESSIONS[0], pd.DataFrame({"article_id": ["a1", "a2"], "title": "t"}))
+    store.write(BARS, NEW_SESSION, _bars(NEW_SESSION, n=4))
+    started = time.monotonic()
+    views = store.refresh_catalog([news])
+    assert time.monotonic() - started < 2  # no waiting on the holder's lock
+    assert views == ["news_articles", "spy_minute_bars", "spy_option_contracts"]
+    # a new reader of the catalog sees the new view and the new session
+    with duckdb.connect(str(store.catalog_path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM news_articles").fetchall() == [(2,)]
+        assert con.execute(
+            "SELECT count(*) FROM spy_minute_bars WHERE session = ?", [NEW_SESSION]
+        ).fetchall() == [(4,)]
+    # and so does a query, which never needs the catalog
+    assert store.query("SELECT count(*) AS n FROM news_articles")["n"].tolist() == [2]
+    # the holder still reads the catalog it opened (its views are globs: new sessions show)
+    catalog_held_open.stdin.write("SELECT count(*) FROM spy_minute_bars\n")
+    catalog_held_open.stdin.flush()
+    assert catalog_held_open.stdout.readline().strip() == "[(13,)]"
+    assert sorted(p.name for p in store.catalog_path.parent.glob("*catalog*")) == [
+        ".catalog.json",
+        ".catalog.lock",
+        "catalog.duckdb",
+    ]  # no half-built catalog left behind
+
+
+def test_the_catalog_follows_new_columns_and_removed_datasets(store):
+    store.refresh_catalog()
+    store.write(BARS, NEW_SESSION, _bars(NEW_SESSION).assign(volume=7.0))  # a new column
+    store.refresh_catalog()
+    with duckdb.connect(str(store.catalog_path), read_only=True) as con:
+        assert con.execute("SELECT count(volume) FROM spy_minute_bars").fetchall() == [(3,)]
+    shutil.rmtree(store.root / "parquet" / "spy" / "option_contracts")
+    assert store.refresh_catalog() == ["spy_minute_bars"]
+    store.catalog_path.unlink()  # a record that no longer describes the file is not trusted
+    assert store.refresh_catalog() == ["spy_minute_bars"]
+    with duckdb.connect(str(store.catalog_path), read_only=True) as con:
+        views = con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+    assert views == [("spy_minute_bars",)]
+
+
+def test_the_catalog_file_is_readable_by_others_as_the_umask_allows(store):
+    umask = os.umask(0)
+    os.umask(umask)
+    store.refresh_catalog()
+    assert stat.S_IMODE(store.catalog_path.stat().st_mode) == 0o644 & ~umask
+
+
+def test_every_stored_dataset_gets_a_view_whatever_the_caller_names(store):
+    # a refresh after writing one dataset also covers one whose own refresh never ran
+    store.write(NEWS_ARTICLES, SESSIONS[0], pd.DataFrame({"article_id": ["a1"], "title": "t"}))
+    assert store.refresh_catalog([BARS]) == [
+        "news_articles",
+        "spy_minute_bars",
+        "spy_option_contracts",
+    ]
 
 
 def test_refresh_catalog_leaves_out_unreadable_files(store):

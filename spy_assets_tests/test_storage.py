@@ -5,6 +5,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -44,14 +45,14 @@ def test_write_dedups_sorts_and_counts(tmp_path):
 def test_rewrite_is_byte_identical_and_stamped(tmp_path):
     store = Storage(tmp_path)
     first = store.write(BARS, DAY, _bars(), {"code_version": "1", "params": {"k": 1.0}})
-    digest = hashlib.sha256(first.path.read_bytes()).hexdigest()
+    digest = hashlib.sha256(Path(first.path).read_bytes()).hexdigest()
     again = store.write(
         BARS,
         DAY,
         _bars().sample(frac=1, random_state=3),
         {"code_version": "1", "params": {"k": 1.0}},
     )
-    assert hashlib.sha256(again.path.read_bytes()).hexdigest() == digest
+    assert hashlib.sha256(Path(again.path).read_bytes()).hexdigest() == digest
     assert store.provenance(BARS, DAY) == {"code_version": "1", "params": {"k": 1.0}}
 
 
@@ -153,7 +154,7 @@ def test_sweep_removes_temp_files_of_dead_writers_only(tmp_path):
     os.utime(legacy_old, (two_hours_ago, two_hours_ago))
     os.utime(live, (two_hours_ago, two_hours_ago))  # old, but its writer is alive
 
-    assert sorted(store.sweep_temp_files()) == sorted([dead, legacy_old])
+    assert sorted(store.sweep_temp_files()) == sorted([str(dead), str(legacy_old)])
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["data.parquet", live.name, legacy_new.name]
     )
@@ -179,7 +180,7 @@ def test_data_files_are_readable_by_others_as_the_umask_allows(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     result = Storage(tmp_path).write(BARS, DAY, _bars())
-    mode = stat.S_IMODE(result.path.stat().st_mode)
+    mode = stat.S_IMODE(Path(result.path).stat().st_mode)
     assert mode == 0o644 & ~umask  # not mkstemp's 0600
     if umask == 0o022:
         assert mode == 0o644

@@ -10,11 +10,9 @@ Parquet scan; no table is loaded whole into pandas.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import shutil
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from types import TracebackType
 
 import duckdb
@@ -42,22 +40,12 @@ class PageReader:
 
     def __init__(self, storage: Storage, threads: int = 2) -> None:
         self.storage = storage
-        self.parquet_root = storage.root / "parquet"
-        self.views: dict[str, list[Path]] = {}
+        self.parquet_root = storage.parquet_root
+        self.views: dict[str, list[str]] = {}
         self._fast: dict[str, Dataset] = {}  # views made without union_by_name
-        self._spill = tempfile.mkdtemp(prefix="spy-assets-dashboard-")
-        self._con = duckdb.connect(":memory:", config={"threads": threads})
-        readable = self.parquet_root.as_posix() + "/"
-        for setting in (
-            "SET TimeZone = 'UTC'",
-            f"SET allowed_directories = [{_sql_str(readable)}]",
-            f"SET temp_directory = {_sql_str(self._spill)}",
-            "SET autoinstall_known_extensions = false",
-            "SET autoload_known_extensions = false",
-            "SET enable_external_access = false",
-            "SET lock_configuration = true",
-        ):
-            self._con.execute(setting)
+        # the storage's own sandbox (local folder or object store), open for the page's life
+        self._stack = contextlib.ExitStack()
+        self._con = self._stack.enter_context(storage.sandbox(threads=threads, timezone="UTC"))
 
     def __enter__(self) -> PageReader:
         return self
@@ -71,8 +59,7 @@ class PageReader:
         self.close()
 
     def close(self) -> None:
-        self._con.close()
-        shutil.rmtree(self._spill, ignore_errors=True)
+        self._stack.close()
 
     def view(
         self, name: str, ds: Dataset, sessions: Sequence[dt.date], *, same_schema: bool = False
@@ -85,7 +72,7 @@ class PageReader:
         ``union_by_name``), which is most of the cost of a view over hundreds of files; if the
         files then turn out to differ, :meth:`frame` rebuilds the view with it and retries.
         """
-        files = [self.storage.partition_path(ds, s) for s in sessions]
+        files = [self.storage.location(ds, s) for s in sessions]
         if not files:
             raise MissingPartitionError(f"{ds.name}: no session to read")
         self.views[name] = files
@@ -93,7 +80,7 @@ class PageReader:
         return name
 
     def _create(self, name: str, ds: Dataset, union: bool) -> None:
-        listed = "[" + ", ".join(_sql_str(p.as_posix()) for p in self.views[name]) + "]"
+        listed = "[" + ", ".join(_sql_str(p) for p in self.views[name]) + "]"
         try:
             self._con.execute(
                 f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM read_parquet({listed}, '

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from spy_assets import calendar
+from spy_assets.errors import CorruptPartitionError, MissingPartitionError
 from spy_assets.storage import Dataset, Storage
 
 if TYPE_CHECKING:
@@ -52,7 +51,8 @@ class InstanceLocation:
 
 
 def locate_instance(data_dir: Path, environ: Mapping[str, str] | None = None) -> InstanceLocation:
-    """``DAGSTER_HOME`` if set, else ``<data dir>/dagster`` if it exists, else none."""
+    """``DAGSTER_HOME`` if set, else ``<state dir>/dagster`` if it exists, else none
+    (``data_dir`` is the local state folder: the data folder itself when that is local)."""
     env = os.environ if environ is None else environ
     if env.get("DAGSTER_HOME", "").strip():
         return InstanceLocation(Path(env["DAGSTER_HOME"]).expanduser().absolute(), "DAGSTER_HOME")
@@ -72,14 +72,14 @@ def file_table(storage: Storage, names: Sequence[str], sessions: Sequence[dt.dat
     records = []
     for name in names:
         for session in sessions:
-            path = storage.partition_path(dataset_from_name(name), session)
             status, rows = "missing", None
-            if path.is_file():
-                try:
-                    rows = pq.read_metadata(path).num_rows
-                    status = "ok"
-                except (pa.ArrowException, OSError):
-                    status = "damaged"
+            try:
+                rows = storage.footer(dataset_from_name(name), session).num_rows
+                status = "ok"
+            except CorruptPartitionError:
+                status = "damaged"
+            except MissingPartitionError:
+                pass
             records.append({"dataset": name, "session": session, "file": status, "rows": rows})
     frame = pd.DataFrame.from_records(records, columns=["dataset", "session", "file", "rows"])
     frame["rows"] = frame["rows"].astype("Int64")

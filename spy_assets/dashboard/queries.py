@@ -67,7 +67,7 @@ def require(storage: Storage, ds: Dataset, session: dt.date) -> None:
     if status == "corrupt":
         raise CorruptPartitionError(
             f"the stored file of {ds.name} for session {session} is damaged (not readable "
-            f"Parquet: {storage.partition_path(ds, session)}); rebuild it with "
+            f"Parquet: {storage.location(ds, session)}); rebuild it with "
             f"{backfill_command(session)}"
         )
 
@@ -416,12 +416,9 @@ def report_fingerprint(
         ds = dataset(underlying, kind)
         for session in storage.sessions(ds):
             if start <= session <= end:
-                path = storage.partition_path(ds, session)
-                try:
-                    stat = path.stat()
-                except FileNotFoundError:
-                    continue
-                out.append((str(path), stat.st_size, stat.st_mtime_ns))
+                info = storage.file_info(ds, session)
+                if info is not None:
+                    out.append((storage.location(ds, session), info.size, info.modified_ns))
     return tuple(out)
 
 

@@ -61,7 +61,8 @@ def settings() -> config.Settings:
 
 
 def current_storage() -> Storage:
-    return Storage(settings().data_dir)
+    s = settings()
+    return Storage(s.data_dir, s.state_dir)
 
 
 def current_underlying() -> str:
@@ -83,13 +84,13 @@ def no_data(root: str) -> str | None:
     return queries.no_data_message(Storage(root))
 
 
-def _warm(data_dir: Path) -> None:
+def _warm(state_dir: Path) -> None:
     from spy_assets import calendar
 
     calendar.nyse()  # the exchange calendar takes a moment to build
     import spy_assets.datasets  # noqa: F401 - the health page's list of datasets (with pandera)
 
-    location = health.locate_instance(data_dir)
+    location = health.locate_instance(state_dir)
     if location.home is not None:  # the health page's client: importing Dagster takes seconds
         try:
             health.instance_health(location.home)
@@ -102,7 +103,7 @@ def warm_up() -> bool:
     """Once per server, in the background: load the exchange calendar, import the datasets
     table and open the Dagster instance, so that no page visit pays for them."""
     threading.Thread(
-        target=_warm, args=(settings().data_dir,), name="dashboard-warm-up", daemon=True
+        target=_warm, args=(settings().state_dir,), name="dashboard-warm-up", daemon=True
     ).start()
     return True
 
@@ -376,7 +377,7 @@ def health_page() -> None:
     if _empty_state(storage):
         return
     names = health.dataset_names(storage, settings().underlyings)
-    location = health.locate_instance(storage.root)
+    location = health.locate_instance(storage.state_dir)
     instance = None
     if location.home is None:
         st.info(location.how, icon=":material/info:")

@@ -91,7 +91,7 @@ def definitions(
         context: SensorEvaluationContext, storage: StorageResource
     ) -> SensorResult | SkipReason:
         store = storage.get()
-        zone = LandingZone.under(store.root)
+        zone = LandingZone.under(store.state_dir)
         batches = zone.batches(landed_names, after=context.cursor)
         if not batches:
             return SkipReason("no new landed batches")
@@ -140,7 +140,7 @@ def definitions(
             return SkipReason(f"{today} is not an NYSE session")
         if not calendar.session_open(today) <= now < calendar.session_close(today):
             return SkipReason(f"the market is closed ({now:%H:%M} UTC)")
-        zone = LandingZone.under(storage.get().root)
+        zone = LandingZone.under(storage.get().state_dir)
         if not any(zone.batches(landed_names, session=today)):
             return SkipReason(f"no stream is landing {today}")
         slot = now.floor(f"{NEWS_INTERVAL_S}s")
@@ -166,7 +166,7 @@ def definitions(
     ) -> SensorResult | SkipReason:
         due = _last_stitchable(clock())
         after = dt.date.fromisoformat(context.cursor) if context.cursor else None
-        zone = LandingZone.under(storage.get().root)
+        zone = LandingZone.under(storage.get().state_dir)
         landed = sorted({s for name in landed_names for s in zone.sessions(name)})
         # Without a cursor only the session that just closed: older ones were not live here.
         todo = [s for s in landed if s <= due and (s > after if after else s == due)]

@@ -135,7 +135,7 @@ def drift_check(
             )
             yield AssetCheckResult(passed=True, severity=level, description=why)
             return
-        store = drift.BaselineStore(storage.root)
+        store = drift.BaselineStore(storage.get().state_dir)
         baseline, created = store.record(spec.name, observed)
         drifted = {s: d for s, schema in observed.items() if (d := drift.diff(baseline, schema))}
         base_meta = {
@@ -280,7 +280,7 @@ def freshness_sensor(
     ) -> SensorResult | SkipReason:
         state: dict[str, dict] = json.loads(context.cursor) if context.cursor else {}
         now = clock()
-        sender = alerts.AlertSender(storage.root, settings.alert_url)
+        sender = alerts.AlertSender(storage.get().state_dir, settings.alert_url)
         events, changed = [], []
         for name in names:
             result = _freshness(context.instance, name, now, settings)
@@ -411,7 +411,7 @@ def _send(
 ) -> SkipReason:
     if alert is None:
         return SkipReason("no failed error-severity check in this run")
-    sent = alerts.AlertSender(storage.root, settings.alert_url).send(alert)
+    sent = alerts.AlertSender(storage.get().state_dir, settings.alert_url).send(alert)
     return SkipReason(("alert sent: " if sent else "already alerted: ") + alert.title)
 
 

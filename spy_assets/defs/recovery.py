@@ -231,7 +231,7 @@ def free_run_slots(instance: DagsterInstance, run_id: str) -> bool:
     return True
 
 
-def reclaim_on_start(data_dir: Path) -> str | None:
+def reclaim_on_start(data_dir: Path | str) -> str | None:
     """What ``spy-assets backfill`` does before it starts: reclaim the runs of dead processes
     on the instance in ``DAGSTER_HOME`` and sweep the temporary files of dead writers under
     ``data_dir``. Returns one line to print when anything was reclaimed, else None."""
@@ -252,8 +252,9 @@ def reclaim_on_start(data_dir: Path) -> str | None:
     return "; ".join(parts) or None
 
 
-def sweep_temp_files(data_dir: Path) -> list[Path]:
-    """Remove the ``.data.<pid>.*.parquet.tmp`` files of writers that died."""
+def sweep_temp_files(data_dir: Path | str) -> list[str]:
+    """Remove the ``.data.<pid>.*.parquet.tmp`` files of writers that died (on an object store:
+    their stale unfinished uploads)."""
     from spy_assets.storage import Storage
 
     return Storage(data_dir).sweep_temp_files()

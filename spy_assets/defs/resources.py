@@ -29,10 +29,16 @@ _SEL, _PRICE, _SCAN = SelectionParams(), PricingParams(), ScanParams()
 class StorageResource(ConfigurableResource):
     """Parquet partitions and the DuckDB catalog under ``root``."""
 
-    root: str = Field(default=config.DEFAULT_DATA_DIR, description="Folder for Parquet files.")
+    root: str = Field(
+        default=config.DEFAULT_DATA_DIR,
+        description="Folder or s3://bucket/prefix for the Parquet files.",
+    )
+    state_dir: str | None = Field(
+        default=None, description="Local folder for catalog.duckdb (default: root if local)."
+    )
 
     def get(self) -> Storage:
-        return Storage(self.root)
+        return Storage(self.root, self.state_dir)
 
 
 class MarketDataResource(ConfigurableResource):
@@ -138,7 +144,7 @@ def default_resources(settings: config.Settings) -> dict[str, object]:
     if _env(config.REQUESTS_PER_MINUTE):
         market["requests_per_minute"] = settings.requests_per_minute
     return {
-        "storage": StorageResource(root=str(settings.data_dir)),
+        "storage": StorageResource(root=str(settings.data_dir), state_dir=str(settings.state_dir)),
         "market": MarketDataResource(**market),
         "settings": ResearchSettings(),
     }

@@ -97,7 +97,7 @@ def purge_old_data(
         store = storage.get()
         plan = retention.plan_purge(
             store,
-            LandingZone.under(store.root),
+            LandingZone.under(store.state_dir),
             specs,
             retention.policy_from(settings.retention, specs),
             dt.date.today(),
@@ -109,7 +109,7 @@ def purge_old_data(
     for line in plan.to_text(config.dry_run).splitlines():
         context.log.info(line)
     if not config.dry_run:
-        for removal in retention.apply_purge(plan, store.root):
+        for removal in retention.apply_purge(plan, store.state_dir):
             context.log.info(f"removed {removal.kind} {removal.dataset} {removal.session}")
 
 

@@ -88,7 +88,7 @@ class LiveRun:
     def build(self, spec: DatasetSpec, request: BuildRequest) -> Built:
         """The dataset's build in this run: folded or stitched when the stream lands it, read
         again over REST at the stitch, else the ordinary build."""
-        zone = LandingZone.under(request.storage.root)
+        zone = LandingZone.under(request.storage.state_dir)
         if is_landed(spec.dataset):
             if self.mode == "fold":
                 return fold(spec.dataset, request, zone, self.through)

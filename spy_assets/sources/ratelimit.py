@@ -252,7 +252,7 @@ def bucket_name(vendor_url: str, api_key: str, rate_per_minute: float, burst: in
 
 def bucket_file(settings: config.Settings) -> Path:
     """The host's bucket file, in the local state of the data dir."""
-    return settings.data_dir / BUCKET_FILE
+    return settings.state_dir / BUCKET_FILE
 
 
 def redacted_url(url: str) -> str:

@@ -66,9 +66,9 @@ CASES = [
         "needs a vendor key",
     ),
     (
-        {"SPY_ASSETS_DATA_DIR": "s3://bucket/data"},
+        {"SPY_ASSETS_DATA_DIR": "gs://bucket/data"},
         ["backfill", "--session", "2025-11-26"],
-        "only a local folder",
+        "use a local folder or an s3://bucket[/prefix] URL",
     ),
     (
         {"SPY_ASSETS_FIRST_SESSION": "yesterday"},

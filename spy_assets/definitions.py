@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dagster import Definitions
 
 from spy_assets import config, datasets
-from spy_assets.defs import analytics, automation, live, quality, raw, resources, schedules
+from spy_assets.defs import analytics, automation, gates, live, quality, raw, resources, schedules
 from spy_assets.defs.executors import executor_for
 from spy_assets.defs.partitions import sessions_partitions
 
@@ -26,6 +26,7 @@ def build_definitions(
         schedules.definitions(partitions),
         automation.definitions(),
         live.definitions(specs, settings.first_session),
+        gates.definitions(),
         resources.definitions(settings),
         quality.definitions(specs, partitions, settings),
         # SPY_ASSETS_EXECUTOR: how every run executes its steps (in process by default)

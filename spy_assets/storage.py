@@ -385,6 +385,22 @@ class _ObjectFiles:
         con.register_filesystem(self.fs)
 
 
+def stored_form(ds: Dataset, frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The frame exactly as :meth:`Storage.write` stores it (no ``session`` column, deduplicated
+    on the key keeping the last row, sorted by it, normalised types), and the rows dropped.
+
+    Idempotent, so a frame validated in this form is written unchanged.
+    """
+    frame = frame.drop(columns="session", errors="ignore")
+    missing = [c for c in ds.key if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{ds.name}: key columns {missing} are missing from the frame")
+    deduped = frame.drop_duplicates(subset=list(ds.key), keep="last")
+    dropped = len(frame) - len(deduped)
+    ordered = deduped.sort_values(list(ds.key), kind="stable").reset_index(drop=True)
+    return _normalise(ordered), dropped
+
+
 class Storage:
     """Parquet partitions under one root, a local folder or ``s3://bucket/prefix``, and the
     DuckDB catalog in a local state folder (``state_dir``: by default the data folder when it
@@ -522,14 +538,8 @@ class Storage:
         A ``session`` column is dropped: the partition folder holds it (readers get it back
         from :meth:`read_sessions` and the DuckDB views).
         """
-        frame = frame.drop(columns="session", errors="ignore")
-        missing = [c for c in ds.key if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{ds.name}: key columns {missing} are missing from the frame")
-        deduped = frame.drop_duplicates(subset=list(ds.key), keep="last")
-        dropped = len(frame) - len(deduped)
-        ordered = deduped.sort_values(list(ds.key), kind="stable").reset_index(drop=True)
-        table = pa.Table.from_pandas(_normalise(ordered), preserve_index=False)
+        ordered, dropped = stored_form(ds, frame)
+        table = pa.Table.from_pandas(ordered, preserve_index=False)
         extra = {
             f"{_METADATA_PREFIX}{k}": json.dumps(v, sort_keys=True, default=str)
             for k, v in (provenance or {}).items()

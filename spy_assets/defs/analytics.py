@@ -5,13 +5,12 @@ from collections.abc import Sequence
 from dagster import DailyPartitionsDefinition, Definitions
 
 from spy_assets.datasets import ANALYTICS, DatasetSpec
-from spy_assets.defs.factory import dataset_asset, schema_check
+from spy_assets.defs.factory import dataset_asset
 
 
 def definitions(specs: Sequence[DatasetSpec], partitions: DailyPartitionsDefinition) -> Definitions:
-    """The derived datasets' assets and their blocking schema checks."""
+    """The derived datasets' assets, each with its blocking schema check."""
     derived = [s for s in specs if s.group == ANALYTICS]
     return Definitions(
         assets=[dataset_asset(s, partitions) for s in derived],
-        asset_checks=[schema_check(s, partitions) for s in derived],
     )

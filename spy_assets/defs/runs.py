@@ -32,6 +32,7 @@ from dagster import (
 
 from spy_assets.defs import recovery
 from spy_assets.errors import SpyAssetsError
+from spy_assets.gates import SCHEMA_CHECK, ranges_after_gates
 
 # Dagster's documented run tags for a single run over a range of partitions.
 ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -144,7 +145,6 @@ HELD, RELEASED = "held", "released"
 BACKFILL_TAG = "dagster/backfill"
 #: The metadata key of a failed ``schema`` check that names the sessions it held back.
 GATED_SESSIONS_KEY = "gated_sessions"
-SCHEMA_CHECK = "schema"
 #: Backfill statuses after which the daemon does nothing more with a backfill.
 BACKFILL_DONE = frozenset(
     {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
@@ -250,16 +250,9 @@ def chunks(sessions: Sequence[dt.date], size: int) -> list[list[dt.date]]:
 
 
 def followup_ranges(sessions: Sequence[dt.date], gated: Iterable[dt.date]) -> list[list[dt.date]]:
-    """The runs that finish what a gated run held back: its sessions before, between and after
-    the gated ones, as contiguous ranges."""
-    held = set(gated)
-    ranges: list[list[dt.date]] = [[]]
-    for session in sessions:
-        if session in held:
-            ranges.append([])
-        else:
-            ranges[-1].append(session)
-    return [r for r in ranges if r]
+    """The runs that finish what a gated run held back: the consecutive ranges around the
+    gated sessions (:func:`spy_assets.gates.ranges_after_gates`)."""
+    return ranges_after_gates(sessions, gated)
 
 
 def launch_backfills(
@@ -360,6 +353,9 @@ def describe_run(instance: DagsterInstance, run: DagsterRun) -> RunOutcome:
             if evaluation.passed:
                 continue
             held = _gated_sessions(evaluation) if evaluation.check_name == SCHEMA_CHECK else []
+            partition = getattr(evaluation, "partition", None)
+            if evaluation.check_name == SCHEMA_CHECK and partition:
+                held = [dt.date.fromisoformat(partition)]  # one session's own result
             gated.update(held)
             other_failures += not held
         elif event.event_type_value == "STEP_FAILURE":

@@ -366,9 +366,25 @@ def describe_run(instance: DagsterInstance, run: DagsterRun) -> RunOutcome:
     if not lines and status == "CANCELED":
         lines = ("the run was canceled",)
     elif not lines:
-        lines = (f"the run ended {status} before any step failed (see it in the UI)",)
+        lines = (_run_level_error(instance, run.run_id, status),)
     only_gated = bool(gated) and other_failures == 0 and status == "FAILURE"
     return RunOutcome(run.run_id, sessions, status, lines, tuple(sorted(gated)), only_gated)
+
+
+def _run_level_error(instance: DagsterInstance, run_id: str, status: str) -> str:
+    """The innermost error of a run that failed outside its steps (its worker could not start,
+    load the code or reach the storage), else a pointer to the UI."""
+    from dagster import DagsterEventType
+
+    records = instance.all_logs(
+        run_id, of_type={DagsterEventType.RUN_FAILURE, DagsterEventType.ENGINE_EVENT}
+    )
+    for record in reversed(records):
+        event = record.dagster_event
+        error = getattr(event.event_specific_data, "error", None) if event else None
+        if error is not None:
+            return f"the run failed before its steps: {root_cause(error)}"
+    return f"the run ended {status} before any step failed (see it in the UI)"
 
 
 def _is_check_failure(error: ErrorInfo | None) -> bool:

@@ -214,7 +214,8 @@ def _backfill_in_process(args: argparse.Namespace, sessions: Sequence[dt.date]) 
             outcome = describe_run(instance, instance.get_run_by_id(result.run_id))
             if not outcome.only_gated:
                 print(f"  run {result.run_id[:8]} {span}: FAILED", flush=True)
-                print(f"\nThe run of sessions {span} stopped:", file=sys.stderr)
+                stopped = span if len(part) > 1 else str(part[0])
+                print(f"\nThe run of sessions {stopped} stopped:", file=sys.stderr)
                 for line in outcome.lines:
                     print(f"  - {line}", file=sys.stderr)
                 return 1

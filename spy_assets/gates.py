@@ -139,6 +139,21 @@ def store_sessions(
         )
 
 
+def write_checked(
+    storage: Storage,
+    ds: Dataset,
+    session: dt.date,
+    frame: pd.DataFrame,
+    schema: Callable[[dt.date], pa.DataFrameSchema],
+    provenance: dict[str, object],
+) -> WriteResult:
+    """Write one session with its gate result in its provenance, as :func:`store_sessions`
+    does, so a file written outside the asset step (the live stitch) has the same bytes."""
+    stored, _ = stored_form(ds, frame)
+    validation = schemas.validate(schema(session), stored)
+    return storage.write(ds, session, stored, {**provenance, GATE_KEY: gate_record(validation)})
+
+
 def reused_outcome(
     storage: Storage,
     ds: Dataset,

@@ -37,7 +37,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from spy_assets import calendar, ingest
+from spy_assets import calendar, gates, ingest
 from spy_assets.builds import VIX_TICKER, BuildRequest, Built
 from spy_assets.datasets import DatasetSpec
 from spy_assets.landing import LandedBatch, LandingZone
@@ -456,7 +456,9 @@ def stitch(spec: DatasetSpec, request: BuildRequest, zone: LandingZone, through:
             )
             counts["bars_replaced_by_rest"] += replaced
             counts["bars_dropped_by_rest"] += dropped
-            written[session] = request.storage.write(ds, session, frame, built.provenance())
+            written[session] = gates.write_checked(
+                request.storage, ds, session, frame, spec.schema, built.provenance()
+            )
             last = max(filter(None, [state.landing_through, through]), default=None)
             _write_state(zone, ds, session, FoldState(last, calendar.session_close(session)))
     return Built(

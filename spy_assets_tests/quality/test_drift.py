@@ -60,6 +60,7 @@ def _evaluations(result):
         e.event_specific_data
         for e in result.all_events
         if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+        and e.event_specific_data.check_name == "schema_drift"
     ]
 
 

@@ -164,17 +164,7 @@ def cmd_backfill(args: argparse.Namespace, sessions: Sequence[dt.date] | None = 
         for line in result.stopped.lines:
             print(f"  - {line}", file=sys.stderr)
         return 1
-    if result.gated:
-        print(
-            f"\n{len(result.gated)} session(s) failed their schema check and were not built "
-            f"downstream: {', '.join(str(s) for s in result.gated)} (the other sessions were; "
-            "see the check's metadata in the UI)",
-            file=sys.stderr,
-        )
-        return 1
-    print()
-    print(summary_table(_data_dir()))
-    return 0
+    return _backfill_done(result.gated)
 
 
 def _backfill_in_process(args: argparse.Namespace, sessions: Sequence[dt.date]) -> int:
@@ -228,6 +218,12 @@ def _backfill_in_process(args: argparse.Namespace, sessions: Sequence[dt.date]) 
                 flush=True,
             )
             pending[:0] = followup_ranges(part, held)
+    return _backfill_done(gated)
+
+
+def _backfill_done(gated: Sequence[dt.date]) -> int:
+    """The end of a backfill that ran every run it could: the gated sessions (exit 1), or what
+    is stored."""
     if gated:
         print(
             f"\n{len(gated)} session(s) failed their schema check and were not built "
@@ -401,20 +397,12 @@ def cmd_provenance(args: argparse.Namespace) -> int:
 def cmd_purge(args: argparse.Namespace) -> int:
     """Remove landing files and raw partitions past their configured age (a dry run unless
     ``--apply``); never a session whose derived data was not built from it."""
-    from spy_assets import datasets, retention
-    from spy_assets.landing import LandingZone
+    from spy_assets import retention
 
     settings = config.load()
-    specs = datasets.all_datasets(list(settings.underlyings))
     store = _storage()
-    plan = retention.plan_purge(
-        store,
-        LandingZone.under(store.state_dir),
-        specs,
-        retention.policy_from(settings.retention, specs),
-        dt.date.today(),
-        datasets=args.dataset or None,
-        session=calendar.parse_session(args.session) if args.session else None,
+    plan = retention.plan_today(
+        store, settings.underlyings, settings.retention, args.dataset, args.session
     )
     if args.apply:
         retention.apply_purge(plan, store.state_dir)

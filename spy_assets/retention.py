@@ -163,6 +163,29 @@ def _mtime_ns(path: Path) -> int | None:
         return None
 
 
+def plan_today(
+    storage: Storage,
+    underlyings: Sequence[str],
+    rules: Sequence[tuple[str, int]],
+    datasets: Sequence[str] | None = None,
+    session: str | None = None,
+) -> PurgePlan:
+    """:func:`plan_purge` for today, for a configuration's underlyings and retention rules
+    (``SPY_ASSETS_RETENTION``), ``session`` given as YYYY-MM-DD: the command's and the job's."""
+    from spy_assets.datasets import all_datasets
+
+    specs = all_datasets(list(underlyings))
+    return plan_purge(
+        storage,
+        LandingZone.under(storage.state_dir),
+        specs,
+        policy_from(rules, specs),
+        dt.date.today(),
+        datasets=datasets or None,
+        session=calendar.parse_session(session) if session else None,
+    )
+
+
 def plan_purge(
     storage: Storage,
     landing: LandingZone,

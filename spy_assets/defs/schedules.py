@@ -23,11 +23,10 @@ from dagster import (
 )
 from pydantic import Field
 
-from spy_assets import calendar, datasets, retention
+from spy_assets import calendar, retention
 from spy_assets.config import load as load_settings
 from spy_assets.defs.resources import StorageResource
 from spy_assets.errors import SpyAssetsError
-from spy_assets.landing import LandingZone
 
 all_sessions_job = define_asset_job(
     "all_assets_job",
@@ -92,17 +91,9 @@ def purge_old_data(
     context: OpExecutionContext, config: PurgeConfig, storage: StorageResource
 ) -> None:
     try:
-        settings = load_settings()
-        specs = datasets.all_datasets(list(settings.underlyings))
-        store = storage.get()
-        plan = retention.plan_purge(
-            store,
-            LandingZone.under(store.state_dir),
-            specs,
-            retention.policy_from(settings.retention, specs),
-            dt.date.today(),
-            datasets=config.datasets or None,
-            session=calendar.parse_session(config.session) if config.session else None,
+        settings, store = load_settings(), storage.get()
+        plan = retention.plan_today(
+            store, settings.underlyings, settings.retention, config.datasets, config.session
         )
     except SpyAssetsError as exc:
         raise Failure(description=str(exc), allow_retries=False) from None

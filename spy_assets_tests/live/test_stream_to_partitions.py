@@ -14,9 +14,10 @@ from dagster import DagsterInstance
 from spy_assets import config
 from spy_assets.definitions import build_definitions
 from spy_assets.defs.runs import failure_summary, materialize_sessions
-from spy_assets.live.consumer import StreamConsumer, StreamSettings
+from spy_assets.live.consumer import StreamConsumer
 from spy_assets.live.simulator import FeedSimulator, SessionTape, scattered_faults
 from spy_assets.storage import VIX_MINUTE_BARS, Storage, dataset
+from spy_assets_tests.live.test_stream import _settings
 from spy_assets_tests.live_sensors.test_live_day import _at, _evaluate, _execute
 
 SESSION = dt.date(2025, 11, 26)
@@ -34,17 +35,7 @@ def streamed_and_backfilled(tmp_path_factory):
         if f.kind != "late_bar"  # a late bar belongs to another session's test
     ]
     with FeedSimulator(tape, speed=8000, faults=faults) as sim:
-        settings = StreamSettings(
-            live_dir,
-            feed=sim.feed,
-            secure=False,
-            delayed=False,
-            backoff_initial_s=0.05,
-            heartbeat_s=60.0,
-            close_grace_s=60.0,
-            quiet_s=1.0,
-            max_reconnects=1,
-        )
+        settings = _settings(live_dir, sim, max_reconnects=1)
         StreamConsumer(settings, sim.api_key, clock=sim.clock, session=SESSION).run()
         disconnects = sum(sim.stats.connections.values()) - 3
     (root / "home").mkdir()

@@ -517,11 +517,18 @@ def console_script(name: str) -> list[str]:
     return [str(script)] if script.exists() else [name]
 
 
-def _open_log(log_path: Path | None) -> object:
+def _spawn_logged(args: Sequence[str], log_path: Path | None) -> subprocess.Popen[bytes]:
+    """Start ``args`` with its output appended to ``log_path`` (or discarded), in this
+    process's group; the parent's copy of the log file is closed once the child has it."""
     if log_path is None:
-        return subprocess.DEVNULL
+        return subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    return open(log_path, "ab")  # noqa: SIM115 - handed to a child, closed right after
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 #: The name of the code location, as in the project's workspace.yaml and the UI.
@@ -543,19 +550,12 @@ class CodeServer:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         self.log_path = log_path
-        log = _open_log(log_path)
-        try:
-            self.proc = subprocess.Popen(
-                [*console_script("dagster"), "api", "grpc", "-h", "127.0.0.1"]
-                + ["-p", str(self.port), "--location-name", LOCATION_NAME, "-m", module]
-                + ["--log-level", "warning"],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        finally:
-            if log is not subprocess.DEVNULL:
-                log.close()
+        self.proc = _spawn_logged(
+            [*console_script("dagster"), "api", "grpc", "-h", "127.0.0.1"]
+            + ["-p", str(self.port), "--location-name", LOCATION_NAME, "-m", module]
+            + ["--log-level", "warning"],
+            log_path,
+        )
 
     def wait_ready(self, timeout: float = CODE_SERVER_START_SECONDS) -> None:
         """Until the server accepts connections: it listens once the definitions are loaded."""
@@ -601,17 +601,7 @@ def daemon(
     It stays in this process's group, so that whatever kills the command's group (``kill -9`` of
     a shell job) kills the daemon, the code server and the run they execute too; the next
     command then reclaims that run. Its output goes to ``log_path``."""
-    log = _open_log(log_path)
-    try:
-        proc = subprocess.Popen(
-            [*console_script("dagster-daemon"), "run", *workspace],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    finally:
-        if log is not subprocess.DEVNULL:
-            log.close()
+    proc = _spawn_logged([*console_script("dagster-daemon"), "run", *workspace], log_path)
     try:
         yield proc
     finally:

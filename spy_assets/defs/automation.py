@@ -71,13 +71,17 @@ def rebuild_on_upstream_change() -> AutomationCondition:
     built, by a run that did not also build it (Dagster's ``any_deps_updated``; an upstream that
     is requested on the same tick counts too, so features → scan events is one run), for any
     session. Not while an upstream partition is missing or being built, nor while the partition
-    itself is in a run or backfill. A derived partition that is missing is built once its
-    upstream partitions arrive (the live path's first bars of the day)."""
+    itself is in a run or backfill, nor while an upstream partition's latest blocking ``schema``
+    check failed (the build would refuse that session: a failed run and an alert for nothing); it
+    is built once the upstream session is fetched again and passes. A derived partition that is
+    missing is built once its upstream partitions arrive (the live path's first bars of the
+    day)."""
     return (
         AutomationCondition.any_deps_updated().since_last_handled()
         & ~AutomationCondition.any_deps_missing()
         & ~AutomationCondition.any_deps_in_progress()
         & ~AutomationCondition.in_progress()
+        & AutomationCondition.all_deps_blocking_checks_passed()
     ).with_label("rebuild_on_upstream_change")
 
 

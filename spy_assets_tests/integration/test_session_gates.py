@@ -10,6 +10,7 @@ from dagster import (
     DagsterEventType,
     DagsterInstance,
     build_run_status_sensor_context,
+    evaluate_automation_conditions,
     materialize,
 )
 
@@ -27,6 +28,15 @@ SESSIONS = calendar.sessions_between("2025-10-01", "2025-10-29")
 BAD = dt.date(2025, 10, 15)
 BARS = dataset("SPY", "minute_bars")
 DERIVED = ["spy/option_contracts", "spy/features", "spy/training_data"]
+
+
+def _bad_high_at_eleven(market: SyntheticMarket, first: dt.date, last: dt.date, session: dt.date):
+    """The vendor fault that breaks the 11:00 ET bar of ``session`` in a page of first … last:
+    parseable, but its high below its open and close (the schema's rule, not the parser's)."""
+    bars = market.stock_bars("SPY", first, last)
+    minute = calendar.session_open(session) + pd.Timedelta(minutes=90)
+    position = int((bars["timestamp"] == minute).to_numpy().argmax())
+    return {"bad_field": "h", "bad_value": 1.0, "bad_at": position}
 
 
 def _tags(first: dt.date, last: dt.date) -> dict[str, str]:
@@ -56,17 +66,15 @@ def gated_backfill(tmp_path_factory):
     root = tmp_path_factory.mktemp("gates")
     (root / "home").mkdir()
     market = SyntheticMarket()
-    # the bar at 11:00 ET of the bad session, as the vendor server pages the whole range
-    bars = market.stock_bars("SPY", SESSIONS[0], SESSIONS[-1])
-    minute = calendar.session_open(BAD) + pd.Timedelta(minutes=90)
-    position = int((bars["timestamp"] == minute).to_numpy().argmax())
     with (
         DagsterInstance.local_temp(tempdir=str(root / "home")) as instance,
         VendorServer(market, api_key=KEY, page_size=20_000) as server,
     ):
-        # parseable, but its high is below its open and close: the schema's rule, not the parser
+        # the vendor server pages the whole range at once
         server.add_fault(
-            "malformed", match="/ticker/SPY/", bad_field="h", bad_value=1.0, bad_at=position
+            "malformed",
+            match="/ticker/SPY/",
+            **_bad_high_at_eleven(market, SESSIONS[0], SESSIONS[-1], BAD),
         )
         resources = {
             "storage": StorageResource(root=str(root / "data")),
@@ -101,6 +109,8 @@ def gated_backfill(tmp_path_factory):
             "follow_ups": follow_ups,
             "defs": defs,
             "resources": resources,
+            "server": server,
+            "market": market,
         }
 
 
@@ -202,3 +212,49 @@ def test_ranges_after_gates():
     assert ranges_after_gates(d, [d[1], d[2]]) == [d[:1], d[3:]]
     assert ranges_after_gates(d, d) == []
     assert ranges_after_gates([], [d[0]]) == []
+
+
+def test_automation_waits_while_an_upstream_session_fails_its_gate(gated_backfill):
+    """A built session refetched with a bad correction is written with a failed check: automation
+    asks for no rebuild of it (the build would refuse it: a failed run and an alert for
+    nothing), and rebuilds its derived partitions once a refetch passes again. Runs last: it
+    changes the vendor server's faults."""
+    instance, defs, server = (gated_backfill[k] for k in ("instance", "defs", "server"))
+    session = SESSIONS[SESSIONS.index(BAD) + 2]
+    bars = AssetKey(["spy", "minute_bars"])
+
+    def refetch():
+        return materialize(
+            defs.assets,
+            selection=[bars],
+            partition_key=session.isoformat(),
+            instance=instance,
+            resources={**defs.resources, **gated_backfill["resources"]},
+            run_config={
+                "ops": {"spy__minute_bars": {"config": {"refetch": True}}},
+                "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+            },
+            raise_on_error=False,
+        )
+
+    tick = evaluate_automation_conditions(defs=defs, instance=instance)
+    server.clear_faults()
+    server.add_fault(
+        "malformed",
+        match=f"/range/1/minute/{session}/{session}",
+        **_bad_high_at_eleven(gated_backfill["market"], session, session, session),
+    )
+    assert not refetch().success  # written, and its blocking check failed
+    tick = evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+    assert tick.total_requested == 0
+
+    server.clear_faults()
+    assert refetch().success
+    tick = evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+    requested = {
+        key.to_user_string(): tick.get_requested_partitions(key)
+        for key in defs.resolve_asset_graph().get_all_asset_keys()
+        if tick.get_requested_partitions(key)
+    }
+    assert "spy/features" in requested
+    assert all(partitions == {session.isoformat()} for partitions in requested.values())

@@ -34,6 +34,7 @@ from dagster import (
     DailyPartitionsDefinition,
     DefaultSensorStatus,
     Definitions,
+    EventLogRecord,
     MetadataValue,
     RunFailureSensorContext,
     RunStatusSensorContext,
@@ -77,13 +78,9 @@ def _observed(
     observed: dict[str, drift.Schema] = {}
     sources: set[str] = set()
     by_run: dict[str, dict[str, drift.Schema]] = {}
-    for partition in partitions:
-        records = instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-        ).records
-        if not records or records[0].asset_materialization is None:
+    for partition, record in _latest_materializations(instance, key, partitions).items():
+        if record.asset_materialization is None:
             continue
-        record = records[0]
         metadata = record.asset_materialization.metadata
         if "source" in metadata:
             sources.add(str(metadata["source"].value))
@@ -93,6 +90,27 @@ def _observed(
         if partition in by_run[record.run_id]:
             observed[partition] = by_run[record.run_id][partition]
     return observed, sources
+
+
+def _latest_materializations(
+    instance: DagsterInstance, key: AssetKey, partitions: Sequence[str]
+) -> dict[str, EventLogRecord]:
+    """The latest materialization of each partition, newest first in pages of the range's size
+    (one query when this run materialized them all, not one per session)."""
+    wanted, latest = set(partitions), {}
+    cursor = None
+    while wanted - latest.keys():
+        page = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key, asset_partitions=sorted(wanted - latest.keys())),
+            limit=max(len(wanted), 1),
+            cursor=cursor,
+        )
+        for record in page.records:
+            latest.setdefault(record.partition_key, record)
+        if not page.has_more:
+            break
+        cursor = page.cursor
+    return latest
 
 
 def _drift_table(drifted: dict[str, list[drift.Drift]]) -> str:

@@ -14,7 +14,7 @@ from dagster import (
     materialize,
 )
 
-from spy_assets import calendar
+from spy_assets import calendar, config
 from spy_assets.definitions import build_definitions
 from spy_assets.defs.gates import RANGE_END_TAG, RANGE_START_TAG, build_around_gated_sessions
 from spy_assets.defs.resources import MarketDataResource, StorageResource
@@ -69,7 +69,10 @@ def gated_backfill(tmp_path_factory):
     with (
         DagsterInstance.local_temp(tempdir=str(root / "home")) as instance,
         VendorServer(market, api_key=KEY, page_size=20_000) as server,
+        pytest.MonkeyPatch.context() as env,
     ):
+        # the vendor client's rate-limit bucket file follows the environment's data folder
+        env.setenv(config.DATA_DIR, str(root / "data"))
         # the vendor server pages the whole range at once
         server.add_fault(
             "malformed",

@@ -6,6 +6,7 @@ import warnings
 import pytest
 from dagster import BetaWarning, DagsterInstance, PreviewWarning
 
+from spy_assets import config
 from spy_assets.sources.synthetic import SyntheticMarket
 from spy_assets_tests.vendor_server import VendorServer
 
@@ -19,6 +20,15 @@ SESSIONS = [dt.date(2025, 11, 25), dt.date(2025, 11, 26), dt.date(2025, 11, 28)]
 @pytest.fixture
 def data_dir(tmp_path):
     return tmp_path / "data"
+
+
+@pytest.fixture
+def data_dir_in_env(data_dir, monkeypatch):
+    """The test's data folder as the environment's, for tests that wire the vendor resource by
+    hand: its client keeps the rate-limit bucket file in the environment's data folder, which
+    would otherwise be ./data of the checkout."""
+    monkeypatch.setenv(config.DATA_DIR, str(data_dir))
+    return data_dir
 
 
 @pytest.fixture

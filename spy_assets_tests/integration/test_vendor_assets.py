@@ -15,6 +15,8 @@ from spy_assets.sources.synthetic import SyntheticMarket
 from spy_assets.storage import NEWS_ARTICLES, VIX_MINUTE_BARS, Storage, dataset
 from spy_assets_tests.vendor_server import VendorServer
 
+pytestmark = pytest.mark.usefixtures("data_dir_in_env")
+
 KEY = "sk-live-SUPERSECRET-7c1f9a0b2d"
 RAW = [
     dataset("SPY", "minute_bars"),

@@ -1,20 +1,10 @@
-"""A webhook on 127.0.0.1 that records what it receives (http.server in a thread), and each
-test's own data folder in the environment."""
+"""A webhook on 127.0.0.1 that records what it receives (http.server in a thread)."""
 
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
-from spy_assets import config
-
-
-@pytest.fixture(autouse=True)
-def _data_dir_in_env(data_dir, monkeypatch):
-    """These tests wire resources by hand; the vendor client's rate-limit bucket file follows
-    the environment's data folder, which would otherwise be ./data of the checkout."""
-    monkeypatch.setenv(config.DATA_DIR, str(data_dir))
 
 
 class Webhook:

@@ -3,6 +3,7 @@ and no key; an error-severity check that fails in a successful run gives one ale
 
 import json
 
+import pytest
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -21,6 +22,8 @@ from spy_assets.defs.resources import MarketDataResource, ResearchSettings, Stor
 from spy_assets.quality.alerts import Alert, AlertSender
 from spy_assets.sources.synthetic import SyntheticMarket
 from spy_assets_tests.vendor_server import VendorServer
+
+pytestmark = pytest.mark.usefixtures("data_dir_in_env")
 
 WRONG_KEY = "sk-live-WRONG-KEY-0badc0de"
 

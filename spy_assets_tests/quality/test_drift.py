@@ -18,6 +18,8 @@ from spy_assets.quality import drift
 from spy_assets.sources.synthetic import SyntheticMarket
 from spy_assets_tests.vendor_server import VendorServer
 
+pytestmark = pytest.mark.usefixtures("data_dir_in_env")
+
 KEY = "sk-live-DRIFT-SECRET-41c0ffee"
 BARS = datasets.underlying_datasets("SPY")[0]
 PARTITIONS = sessions_partitions(config.DEFAULT_FIRST_SESSION)

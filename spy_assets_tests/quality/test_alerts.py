@@ -10,7 +10,6 @@ from dagster import (
     DagsterEventType,
     asset,
     asset_check,
-    build_run_status_sensor_context,
     materialize,
 )
 
@@ -21,6 +20,7 @@ from spy_assets.defs.partitions import sessions_partitions
 from spy_assets.defs.resources import MarketDataResource, ResearchSettings, StorageResource
 from spy_assets.quality.alerts import Alert, AlertSender
 from spy_assets.sources.synthetic import SyntheticMarket
+from spy_assets_tests.quality.sensor_contexts import run_event_context
 from spy_assets_tests.vendor_server import VendorServer
 
 pytestmark = pytest.mark.usefixtures("data_dir_in_env")
@@ -47,35 +47,16 @@ def test_a_failed_run_alerts_once_with_its_error_and_never_the_key(instance, dat
         )
     assert not result.success
     run = instance.get_run_by_id(result.run_id)
-    [failure] = instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_FAILURE)
     settings = config.load({config.ALERT_URL: webhook.url})
     sensor = quality.failed_run_alerts(settings)
+    failure = DagsterEventType.RUN_FAILURE
     for _ in range(2):  # a second look at the same run (a restarted sensor) sends nothing
-        context = build_run_status_sensor_context(
-            sensor_name=sensor.name,
-            dagster_event=failure.dagster_event,
-            dagster_instance=instance,
-            dagster_run=run,
-            resources={"storage": StorageResource(root=str(data_dir))},
-        ).for_run_failure()
-        sensor(context)
+        sensor(run_event_context(instance, sensor, run.run_id, failure, data_dir).for_run_failure())
     [alert] = webhook.received
     assert alert["title"].startswith(f"run {run.run_id[:8]} failed: spy__minute_bars: AuthError:")
     assert "HTTP 401" in alert["message"]
     assert WRONG_KEY not in json.dumps(alert)
     assert alert["type"] == "failure" and alert["path"] == "/alerts"
-
-
-def _sensor_context(instance, sensor, run_id, event_type, data_dir):
-    run = instance.get_run_by_id(run_id)
-    [event] = instance.all_logs(run_id, of_type=event_type)
-    return build_run_status_sensor_context(
-        sensor_name=sensor.name,
-        dagster_event=event.dagster_event,
-        dagster_instance=instance,
-        dagster_run=run,
-        resources={"storage": StorageResource(root=str(data_dir))},
-    )
 
 
 def test_a_failed_error_check_in_a_successful_run_alerts_once(instance, data_dir, webhook):
@@ -94,7 +75,7 @@ def test_a_failed_error_check_in_a_successful_run_alerts_once(instance, data_dir
     settings = config.load({config.ALERT_URL: webhook.url})
     on_success = quality.failed_check_alerts(settings)
     for _ in range(2):
-        context = _sensor_context(
+        context = run_event_context(
             instance, on_success, result.run_id, DagsterEventType.RUN_SUCCESS, data_dir
         )
         on_success(context)

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 
 import pytest
-from dagster import DagsterEventType, build_run_status_sensor_context, materialize
+from dagster import DagsterEventType, materialize
 
 from spy_assets import cli, config, datasets
 from spy_assets.defs import quality
@@ -16,6 +16,7 @@ from spy_assets.defs.resources import MarketDataResource, ResearchSettings, Stor
 from spy_assets.defs.runs import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from spy_assets.quality import drift
 from spy_assets.sources.synthetic import SyntheticMarket
+from spy_assets_tests.quality.sensor_contexts import run_event_context
 from spy_assets_tests.vendor_server import VendorServer
 
 pytestmark = pytest.mark.usefixtures("data_dir_in_env")
@@ -97,22 +98,16 @@ def test_gained_lost_and_retyped_fields_fail_the_check_until_accepted(
         # One alert for the run the drift failed, at the webhook, sent once.
         settings = config.load({config.ALERT_URL: webhook.url})
         sensor = quality.failed_run_alerts(settings)
-        run = instance.get_run_by_id(drifted.run_id)
-        failure = instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_FAILURE)[0]
         for _ in range(2):
-            context = build_run_status_sensor_context(
-                sensor_name=sensor.name,
-                dagster_event=failure.dagster_event,
-                dagster_instance=instance,
-                dagster_run=run,
-                resources={"storage": StorageResource(root=str(data_dir))},
-            ).for_run_failure()
-            sensor(context)
+            context = run_event_context(
+                instance, sensor, drifted.run_id, DagsterEventType.RUN_FAILURE, data_dir
+            )
+            sensor(context.for_run_failure())
         [alert] = webhook.received
         assert alert["title"].startswith("check failed: schema_drift on spy/minute_bars")
         assert "retyped field n: number → string" in alert["message"]
         facts = json.loads(alert["message"].splitlines()[-1])
-        assert facts["kind"] == "drift_error" and facts["incident"] == f"run:{run.run_id}"
+        assert facts["kind"] == "drift_error" and facts["incident"] == f"run:{drifted.run_id}"
         assert facts["details"]["sessions"] == ["2025-11-21", "2025-11-24"]
         assert KEY not in json.dumps(alert)
 

@@ -284,12 +284,17 @@ class _ExpiringRedisBucket(RedisBucket):
         return admitted
 
 
-def redis_opener(url: str, name: str) -> Opener:
-    if importlib.util.find_spec("redis") is None:
+def _require(module: str, what: str, extra: str, url: str) -> None:
+    """One line naming the extra to install when the store's client library is missing."""
+    if importlib.util.find_spec(module) is None:
         raise ConfigError(
-            f"{config.RATE_LIMIT_URL}={redacted_url(url)!r} needs the redis client: "
-            "install the 'redis' extra (uv sync --extra redis)"
+            f"{config.RATE_LIMIT_URL}={redacted_url(url)!r} needs {what}: "
+            f"install the '{extra}' extra (uv sync --extra {extra})"
         )
+
+
+def redis_opener(url: str, name: str) -> Opener:
+    _require("redis", "the redis client", "redis", url)
 
     def open_store(rates: list[Rate]) -> AbstractBucket:
         import redis
@@ -336,11 +341,7 @@ class _ConnectionPerThread:
 
 
 def postgres_opener(url: str, name: str) -> Opener:
-    if importlib.util.find_spec("psycopg") is None:
-        raise ConfigError(
-            f"{config.RATE_LIMIT_URL}={redacted_url(url)!r} needs psycopg 3: "
-            "install the 'postgres' extra (uv sync --extra postgres)"
-        )
+    _require("psycopg", "psycopg 3", "postgres", url)
 
     def open_store(rates: list[Rate]) -> AbstractBucket:
         from pyrate_limiter import PostgresBucket
